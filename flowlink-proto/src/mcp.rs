@@ -1,0 +1,145 @@
+//! MCP method names and the few MCP shapes the relay reads.
+
+use serde_json::Value;
+
+/// Client → server handshake (revisions up to 2025-11-25).
+pub const INITIALIZE: &str = "initialize";
+/// Stateless discovery probe (revision 2026-07-28 and later).
+pub const SERVER_DISCOVER: &str = "server/discover";
+/// Sent by the client after a successful `initialize`.
+pub const INITIALIZED: &str = "notifications/initialized";
+/// Tool listing.
+pub const TOOLS_LIST: &str = "tools/list";
+/// Tool invocation: the call FlowLink decides on.
+pub const TOOLS_CALL: &str = "tools/call";
+/// The server's tool list changed.
+pub const TOOLS_LIST_CHANGED: &str = "notifications/tools/list_changed";
+/// Cancellation of a request, in either direction.
+pub const CANCELLED: &str = "notifications/cancelled";
+/// Progress of a request, keyed by the request's `progressToken`.
+pub const PROGRESS: &str = "notifications/progress";
+/// Server → client request asking the user for input.
+pub const ELICITATION_CREATE: &str = "elicitation/create";
+
+/// Who is at one end of a session, as announced in `initialize` / `server/discover`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PeerInfo {
+    /// `clientInfo.name` or `serverInfo.name`.
+    pub name: Option<String>,
+    /// `clientInfo.version` or `serverInfo.version`.
+    pub version: Option<String>,
+}
+
+impl PeerInfo {
+    /// Reads `{name, version}` from an `Implementation` object.
+    pub fn from_implementation(v: Option<&Value>) -> PeerInfo {
+        let s = |k: &str| {
+            v.and_then(|o| o.get(k))
+                .and_then(Value::as_str)
+                .map(str::to_owned)
+        };
+        PeerInfo {
+            name: s("name"),
+            version: s("version"),
+        }
+    }
+}
+
+/// What the proxy learns from the client's `initialize` request (or `server/discover`).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ClientHello {
+    /// The client application.
+    pub client: PeerInfo,
+    /// The protocol revision the client asked for.
+    pub protocol_version: Option<String>,
+    /// The client's declared capabilities (`elicitation`, `sampling`, `roots`, …).
+    pub capabilities: Value,
+}
+
+impl ClientHello {
+    /// Reads the params of `initialize` or `server/discover`.
+    pub fn from_params(params: Option<&Value>) -> ClientHello {
+        let get = |k: &str| params.and_then(|p| p.get(k));
+        ClientHello {
+            client: PeerInfo::from_implementation(get("clientInfo")),
+            protocol_version: get("protocolVersion")
+                .and_then(Value::as_str)
+                .map(str::to_owned),
+            capabilities: get("capabilities").cloned().unwrap_or(Value::Null),
+        }
+    }
+
+    /// Whether the client said it can answer `elicitation/create` requests in form mode.
+    pub fn supports_form_elicitation(&self) -> bool {
+        match self.capabilities.get("elicitation") {
+            None | Some(Value::Null) => false,
+            // An empty object means form mode (revision 2025-06-18); later revisions list modes.
+            Some(Value::Object(m)) => m.is_empty() || m.contains_key("form"),
+            Some(_) => true,
+        }
+    }
+}
+
+/// What the proxy learns from the server's answer to `initialize` (or `server/discover`).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ServerHello {
+    /// The server application.
+    pub server: PeerInfo,
+    /// The protocol revision the server chose.
+    pub protocol_version: Option<String>,
+    /// The server's declared capabilities.
+    pub capabilities: Value,
+}
+
+impl ServerHello {
+    /// Reads the result of `initialize` or `server/discover`.
+    pub fn from_result(result: Option<&Value>) -> ServerHello {
+        let get = |k: &str| result.and_then(|p| p.get(k));
+        // `server/discover` results list supported versions instead of one chosen version.
+        let version = get("protocolVersion")
+            .and_then(Value::as_str)
+            .map(str::to_owned)
+            .or_else(|| {
+                get("supportedVersions")
+                    .and_then(Value::as_array)
+                    .and_then(|a| a.first())
+                    .and_then(Value::as_str)
+                    .map(str::to_owned)
+            });
+        ServerHello {
+            server: PeerInfo::from_implementation(get("serverInfo")),
+            protocol_version: version,
+            capabilities: get("capabilities").cloned().unwrap_or(Value::Null),
+        }
+    }
+}
+
+/// Whether a protocol revision requires `resultType` on every result (2026-07-28 and later).
+pub fn requires_result_type(protocol_version: Option<&str>) -> bool {
+    protocol_version.is_some_and(|v| v >= "2026-07-28")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn reads_hello() {
+        let c = ClientHello::from_params(Some(&json!({
+            "protocolVersion":"2025-06-18",
+            "capabilities":{"elicitation":{}},
+            "clientInfo":{"name":"claude-code","version":"2.1.0"}
+        })));
+        assert_eq!(c.client.name.as_deref(), Some("claude-code"));
+        assert!(c.supports_form_elicitation());
+        let c = ClientHello::from_params(Some(&json!({"capabilities":{"elicitation":{"url":{}}}})));
+        assert!(!c.supports_form_elicitation());
+        let s = ServerHello::from_result(Some(
+            &json!({"protocolVersion":"2025-11-25","serverInfo":{"name":"everything","version":"1"}}),
+        ));
+        assert_eq!(s.server.name.as_deref(), Some("everything"));
+        assert!(requires_result_type(Some("2026-07-28")));
+        assert!(!requires_result_type(Some("2025-11-25")));
+    }
+}
