@@ -1,1 +1,5 @@
-//! placeholder
+//! `flowlink-proxy`: the sidecar an editor launches instead of an MCP server.
+#![forbid(unsafe_code)]
+
+pub mod audit;
+pub mod install;

@@ -1,0 +1,1 @@
+//! The local audit store (being written).
