@@ -1,0 +1,730 @@
+//! Loading a policy file and deciding tool calls against it.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt;
+use std::num::NonZeroU32;
+use std::time::Duration;
+
+use governor::Quota;
+use serde_json::Value;
+use toml::Spanned;
+
+use crate::condition::{Condition, Test, validate_pointer};
+use crate::error::{PolicyError, line_column};
+use crate::explain::{Explanation, RuleTrace, TraceOutcome};
+use crate::pattern::{Pattern, Patterns};
+use crate::rate::{RateLimitSpec, RateScope};
+use crate::raw::{OneOrMany, RawCondition, RawPolicy, RawRateLimit, RawRule};
+
+/// Environment labels of the proxy (`env = "prod"`, `team = "payments"`), matched by rules'
+/// `labels` tables.
+pub type Labels = BTreeMap<String, String>;
+
+/// What happens to a tool call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Action {
+    /// Forward the call to the MCP server.
+    Allow,
+    /// Refuse the call; the agent gets the rule's message instead.
+    Block,
+    /// Hold the call until an approver (a person other than the developer) approves it.
+    Approve,
+    /// Hold the call until the developer confirms it in the editor.
+    Confirm,
+}
+
+impl Action {
+    /// The lowercase name used in policy files and audit events.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Action::Allow => "allow",
+            Action::Block => "block",
+            Action::Approve => "approve",
+            Action::Confirm => "confirm",
+        }
+    }
+
+    /// Tie-break rank among rules matching at the same priority: higher wins.
+    fn strictness(self) -> u8 {
+        match self {
+            Action::Allow => 0,
+            Action::Confirm => 1,
+            Action::Approve => 2,
+            Action::Block => 3,
+        }
+    }
+
+    fn parse(s: &str) -> Option<Action> {
+        match s {
+            "allow" => Some(Action::Allow),
+            "block" => Some(Action::Block),
+            "approve" => Some(Action::Approve),
+            "confirm" => Some(Action::Confirm),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for Action {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One `tools/call` request, as the engine sees it.
+#[derive(Debug, Clone, Copy)]
+pub struct ToolCall<'a> {
+    /// The MCP client's name from `initialize` (`claude-code`, `cursor`, ...).
+    pub agent: &'a str,
+    /// The proxy's `--name` for the MCP server.
+    pub service: &'a str,
+    /// The tool name.
+    pub tool: &'a str,
+    /// The call's `arguments` (usually an object; `null` when absent).
+    pub arguments: &'a Value,
+    /// The proxy's environment labels.
+    pub labels: &'a Labels,
+}
+
+/// The outcome of [`Policy::decide`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct Decision {
+    /// What to do with the call.
+    pub action: Action,
+    /// The rule that decided, or `None` when the default action applied.
+    pub rule_id: Option<String>,
+    /// Text for the agent (the rule's `message`; generated for blocks without one).
+    pub message: Option<String>,
+    /// One human sentence saying why, for logs and the audit trail.
+    pub reason: String,
+}
+
+/// A compiled rule.
+#[derive(Debug, Clone)]
+pub(crate) struct Rule {
+    pub(crate) id: String,
+    pub(crate) priority: i64,
+    pub(crate) description: Option<String>,
+    pub(crate) agent: Patterns,
+    pub(crate) service: Patterns,
+    pub(crate) tool: Patterns,
+    pub(crate) labels: Vec<(String, Pattern)>,
+    pub(crate) action: Action,
+    pub(crate) message: Option<String>,
+    pub(crate) conditions: Vec<Condition>,
+}
+
+/// Why a rule did not match; indices point into the rule's labels or conditions.
+#[derive(Debug, Clone, Copy)]
+enum Miss {
+    Tool,
+    Service,
+    Agent,
+    Label(usize),
+    Condition(usize),
+}
+
+impl Rule {
+    /// Matching without looking at arguments.
+    fn match_target(
+        &self,
+        agent: &str,
+        service: &str,
+        tool: &str,
+        labels: &Labels,
+    ) -> Result<(), Miss> {
+        if !self.tool.is_match(tool) {
+            return Err(Miss::Tool);
+        }
+        if !self.service.is_match(service) {
+            return Err(Miss::Service);
+        }
+        if !self.agent.is_match(agent) {
+            return Err(Miss::Agent);
+        }
+        for (i, (key, pattern)) in self.labels.iter().enumerate() {
+            match labels.get(key) {
+                Some(v) if pattern.is_match(v) => {}
+                _ => return Err(Miss::Label(i)),
+            }
+        }
+        Ok(())
+    }
+
+    fn match_call(&self, call: &ToolCall<'_>) -> Result<(), Miss> {
+        self.match_target(call.agent, call.service, call.tool, call.labels)?;
+        for (i, c) in self.conditions.iter().enumerate() {
+            if !c.holds(call.arguments) {
+                return Err(Miss::Condition(i));
+            }
+        }
+        Ok(())
+    }
+
+    fn describe_miss(&self, miss: Miss, call: &ToolCall<'_>) -> String {
+        match miss {
+            Miss::Tool => format!("tool `{}` does not match {}", call.tool, self.tool),
+            Miss::Service => format!("service `{}` does not match {}", call.service, self.service),
+            Miss::Agent => format!("agent `{}` does not match {}", call.agent, self.agent),
+            Miss::Label(i) => {
+                let (key, pattern) = &self.labels[i];
+                match call.labels.get(key) {
+                    None => format!("label `{key}` is not set (rule wants {:?})", pattern.text()),
+                    Some(v) => format!("label `{key}` = {v:?} does not match {:?}", pattern.text()),
+                }
+            }
+            Miss::Condition(i) => format!(
+                "condition {} of {}: {}",
+                i + 1,
+                self.conditions.len(),
+                self.conditions[i].describe_failure(call.arguments)
+            ),
+        }
+    }
+}
+
+/// A loaded, validated policy. Cheap to share (`Clone + Send + Sync`); deciding never fails.
+#[derive(Debug, Clone)]
+pub struct Policy {
+    /// Sorted by priority descending, then file order.
+    rules: Vec<Rule>,
+    default_action: Action,
+    hide_blocked_tools: bool,
+    offline_approve: Action,
+    offline_confirm: Action,
+    confirm_timeout: Duration,
+    pub(crate) rate_limits: Vec<RateLimitSpec>,
+}
+
+/// Default wait for an in-editor confirmation.
+const DEFAULT_CONFIRM_TIMEOUT_SECS: u64 = 120;
+/// Upper bound for `confirm_timeout_secs` (one day).
+const MAX_CONFIRM_TIMEOUT_SECS: i64 = 86_400;
+
+impl Policy {
+    /// Parses and validates a policy file's text. Nothing is read from disk.
+    pub fn from_toml(source: &str) -> Result<Policy, PolicyError> {
+        let raw: RawPolicy =
+            toml::from_str(source).map_err(|e| PolicyError::from_toml(source, &e))?;
+        Compiler { source }.policy(raw)
+    }
+
+    /// The policy used when none is configured: allow everything (every call is still recorded
+    /// by the proxy). No rules, no rate limits, approvals and confirmations block offline.
+    pub fn builtin_default() -> Policy {
+        Policy {
+            rules: Vec::new(),
+            default_action: Action::Allow,
+            hide_blocked_tools: true,
+            offline_approve: Action::Block,
+            offline_confirm: Action::Block,
+            confirm_timeout: Duration::from_secs(DEFAULT_CONFIRM_TIMEOUT_SECS),
+            rate_limits: Vec::new(),
+        }
+    }
+
+    /// Decides one call. Rules are tried by priority, highest first; among the rules that match
+    /// at the highest matching priority, block beats approve beats confirm beats allow, and the
+    /// earlier rule in the file wins between equal actions. No match: the default action.
+    pub fn decide(&self, call: &ToolCall<'_>) -> Decision {
+        match self.winner(call) {
+            Some((index, others)) => self.rule_decision(&self.rules[index], others, call),
+            None => self.default_decision(call),
+        }
+    }
+
+    /// The index of the deciding rule and how many other rules matched at its priority.
+    fn winner(&self, call: &ToolCall<'_>) -> Option<(usize, usize)> {
+        let mut best: Option<usize> = None;
+        let mut matched = 0usize;
+        for (i, rule) in self.rules.iter().enumerate() {
+            if let Some(b) = best {
+                if rule.priority < self.rules[b].priority {
+                    break;
+                }
+            }
+            if rule.match_call(call).is_err() {
+                continue;
+            }
+            matched += 1;
+            best = match best {
+                Some(b) if rule.action.strictness() <= self.rules[b].action.strictness() => Some(b),
+                _ => Some(i),
+            };
+        }
+        best.map(|b| (b, matched.saturating_sub(1)))
+    }
+
+    fn rule_decision(&self, rule: &Rule, others: usize, call: &ToolCall<'_>) -> Decision {
+        let mut reason = format!(
+            "rule `{}` (priority {}) matched tool `{}`",
+            rule.id, rule.priority, call.tool
+        );
+        if others > 0 {
+            reason.push_str(&format!(
+                " and outranks {others} other matching rule(s) at the same priority \
+                 (block > approve > confirm > allow)"
+            ));
+        }
+        let message = match (&rule.message, rule.action) {
+            (Some(m), _) => Some(m.clone()),
+            (None, Action::Block) => Some(format!(
+                "Tool `{}` was blocked by FlowLink policy rule `{}`. Do not retry this call; \
+                 ask the user how to proceed instead.",
+                call.tool, rule.id
+            )),
+            (None, _) => None,
+        };
+        Decision {
+            action: rule.action,
+            rule_id: Some(rule.id.clone()),
+            message,
+            reason,
+        }
+    }
+
+    fn default_decision(&self, call: &ToolCall<'_>) -> Decision {
+        let message = match self.default_action {
+            Action::Block => Some(format!(
+                "No FlowLink policy rule allows tool `{}` on service `{}`, and the default is to \
+                 block. Ask the user to allow it in the policy if it is needed.",
+                call.tool, call.service
+            )),
+            _ => None,
+        };
+        Decision {
+            action: self.default_action,
+            rule_id: None,
+            message,
+            reason: format!("no rule matched; default action {}", self.default_action),
+        }
+    }
+
+    /// Like [`Policy::decide`], but also says, for every rule in evaluation order, whether it
+    /// matched and, if not, which glob, label or condition failed.
+    pub fn explain(&self, call: &ToolCall<'_>) -> Explanation {
+        let decision = self.decide(call);
+        let winner = self.winner(call).map(|(i, _)| i);
+        let winner_priority = winner.map(|i| self.rules[i].priority);
+        let steps = self
+            .rules
+            .iter()
+            .enumerate()
+            .map(|(i, rule)| {
+                let outcome = match rule.match_call(call) {
+                    Err(miss) => TraceOutcome::NotMatched {
+                        reason: rule.describe_miss(miss, call),
+                    },
+                    Ok(()) if Some(i) == winner => TraceOutcome::Decided,
+                    Ok(()) => match (winner, winner_priority) {
+                        (Some(w), Some(p)) if p == rule.priority => TraceOutcome::Outranked {
+                            by: self.rules[w].id.clone(),
+                        },
+                        _ => TraceOutcome::LowerPriority,
+                    },
+                };
+                RuleTrace {
+                    rule_id: rule.id.clone(),
+                    priority: rule.priority,
+                    action: rule.action,
+                    description: rule.description.clone(),
+                    conditions: rule.conditions.len(),
+                    outcome,
+                }
+            })
+            .collect();
+        Explanation {
+            agent: call.agent.to_owned(),
+            service: call.service.to_owned(),
+            tool: call.tool.to_owned(),
+            steps,
+            default_action: self.default_action,
+            decision,
+        }
+    }
+
+    /// Whether the proxy should drop this tool from `tools/list`: `hide_blocked_tools` is on and
+    /// the tool is blocked whatever its arguments are. That holds when an unconditional `block`
+    /// rule matches it and no non-block rule of higher priority could match it, or when no
+    /// non-block rule could match it at all and the default action is `block`. Rules with
+    /// argument conditions never hide a tool by themselves.
+    pub fn is_hidden(&self, agent: &str, service: &str, tool: &str, labels: &Labels) -> bool {
+        if !self.hide_blocked_tools {
+            return false;
+        }
+        let mut i = 0;
+        while i < self.rules.len() {
+            let priority = self.rules[i].priority;
+            let mut unconditional_block = false;
+            let mut may_let_through = false;
+            while i < self.rules.len() && self.rules[i].priority == priority {
+                let rule = &self.rules[i];
+                if rule.match_target(agent, service, tool, labels).is_ok() {
+                    if rule.action != Action::Block {
+                        may_let_through = true;
+                    } else if rule.conditions.is_empty() {
+                        unconditional_block = true;
+                    }
+                }
+                i += 1;
+            }
+            // At equal priority block wins, so an unconditional block settles this tier.
+            if unconditional_block {
+                return true;
+            }
+            if may_let_through {
+                return false;
+            }
+        }
+        self.default_action == Action::Block
+    }
+
+    /// What `Approve` or `Confirm` becomes when no person can be asked (the `[offline]` table;
+    /// `Block` by default). `Allow` and `Block` are returned unchanged.
+    pub fn offline_action(&self, action: Action) -> Action {
+        match action {
+            Action::Approve => self.offline_approve,
+            Action::Confirm => self.offline_confirm,
+            other => other,
+        }
+    }
+
+    /// How long to wait for an in-editor confirmation (`[offline] confirm_timeout_secs`,
+    /// 120 s by default).
+    pub fn confirm_timeout(&self) -> Duration {
+        self.confirm_timeout
+    }
+
+    /// Number of `[[rules]]`.
+    pub fn rule_count(&self) -> usize {
+        self.rules.len()
+    }
+
+    /// Number of `[[rate_limits]]`.
+    pub fn rate_limit_count(&self) -> usize {
+        self.rate_limits.len()
+    }
+
+    /// The action for calls no rule matches.
+    pub fn default_action(&self) -> Action {
+        self.default_action
+    }
+
+    /// Whether tools blocked whatever their arguments are should be hidden from `tools/list`.
+    pub fn hide_blocked_tools(&self) -> bool {
+        self.hide_blocked_tools
+    }
+
+    /// Rule ids in evaluation order (priority descending, then file order).
+    pub fn rule_ids(&self) -> impl Iterator<Item = &str> {
+        self.rules.iter().map(|r| r.id.as_str())
+    }
+}
+
+/// Turns the raw file into a [`Policy`], attaching positions to every semantic error.
+struct Compiler<'s> {
+    source: &'s str,
+}
+
+impl Compiler<'_> {
+    fn err<T>(&self, spanned: &Spanned<T>, message: impl Into<String>) -> PolicyError {
+        PolicyError::at(self.source, Some(spanned.span()), message)
+    }
+
+    fn policy(&self, raw: RawPolicy) -> Result<Policy, PolicyError> {
+        if *raw.version.get_ref() != 1 {
+            return Err(self.err(
+                &raw.version,
+                format!(
+                    "unsupported policy version {} (this FlowLink understands version 1)",
+                    raw.version.get_ref()
+                ),
+            ));
+        }
+        let default_action = match &raw.default_action {
+            Some(s) => self.action(s)?,
+            None => Action::Allow,
+        };
+        let mut policy = Policy::builtin_default();
+        policy.default_action = default_action;
+        policy.hide_blocked_tools = raw.hide_blocked_tools.unwrap_or(true);
+        if let Some(offline) = &raw.offline {
+            if let Some(a) = &offline.approve {
+                policy.offline_approve = self.offline_action(a)?;
+            }
+            if let Some(c) = &offline.confirm {
+                policy.offline_confirm = self.offline_action(c)?;
+            }
+            if let Some(t) = &offline.confirm_timeout_secs {
+                let secs = *t.get_ref();
+                if !(1..=MAX_CONFIRM_TIMEOUT_SECS).contains(&secs) {
+                    return Err(self.err(
+                        t,
+                        format!(
+                            "confirm_timeout_secs must be between 1 and {MAX_CONFIRM_TIMEOUT_SECS}, got {secs}"
+                        ),
+                    ));
+                }
+                policy.confirm_timeout = Duration::from_secs(secs.unsigned_abs());
+            }
+        }
+
+        let mut seen: HashMap<String, usize> = HashMap::new();
+        let mut rules = Vec::with_capacity(raw.rules.len());
+        for raw_rule in raw.rules {
+            let rule = self.rule(raw_rule.into_inner(), &mut seen)?;
+            rules.push(rule);
+        }
+        // Stable: equal priorities keep file order.
+        rules.sort_by(|a, b| b.priority.cmp(&a.priority));
+        policy.rules = rules;
+
+        let mut seen: HashMap<String, usize> = HashMap::new();
+        for raw_limit in raw.rate_limits {
+            let spanned_limit = raw_limit.span();
+            let limit = self.rate_limit(raw_limit.into_inner(), spanned_limit, &mut seen)?;
+            policy.rate_limits.push(limit);
+        }
+        Ok(policy)
+    }
+
+    fn action(&self, s: &Spanned<String>) -> Result<Action, PolicyError> {
+        Action::parse(s.get_ref()).ok_or_else(|| {
+            self.err(
+                s,
+                format!(
+                    "unknown action `{}` (expected allow, block, approve or confirm)",
+                    s.get_ref()
+                ),
+            )
+        })
+    }
+
+    fn offline_action(&self, s: &Spanned<String>) -> Result<Action, PolicyError> {
+        match Action::parse(s.get_ref()) {
+            Some(a @ (Action::Allow | Action::Block)) => Ok(a),
+            _ => Err(self.err(
+                s,
+                format!(
+                    "unknown offline action `{}` (expected allow or block)",
+                    s.get_ref()
+                ),
+            )),
+        }
+    }
+
+    fn unique_id(
+        &self,
+        id: &Spanned<String>,
+        what: &str,
+        seen: &mut HashMap<String, usize>,
+    ) -> Result<String, PolicyError> {
+        let text = id.get_ref();
+        if text.trim().is_empty() {
+            return Err(self.err(id, format!("{what} id must not be empty")));
+        }
+        let (line, _) = line_column(self.source, id.span().start);
+        if let Some(first) = seen.get(text) {
+            return Err(self.err(
+                id,
+                format!("duplicate {what} id `{text}` (first used on line {first})"),
+            ));
+        }
+        seen.insert(text.clone(), line);
+        Ok(text.clone())
+    }
+
+    fn patterns(&self, value: Option<&Spanned<OneOrMany>>) -> Result<Patterns, PolicyError> {
+        let Some(value) = value else {
+            return Ok(Patterns::default());
+        };
+        if value.get_ref().0.is_empty() {
+            return Err(self.err(
+                value,
+                "empty glob list matches nothing (omit the key to match anything)",
+            ));
+        }
+        value
+            .get_ref()
+            .0
+            .iter()
+            .map(|g| Pattern::new(g).map_err(|m| self.err(value, m)))
+            .collect::<Result<Vec<_>, _>>()
+            .map(Patterns)
+    }
+
+    fn rule(&self, raw: RawRule, seen: &mut HashMap<String, usize>) -> Result<Rule, PolicyError> {
+        let id = self.unique_id(&raw.id, "rule", seen)?;
+        let action = self.action(&raw.action)?;
+        let mut labels = Vec::new();
+        for (key, glob) in raw.labels.iter().flatten() {
+            let pattern = Pattern::new(glob.get_ref())
+                .map_err(|m| self.err(glob, format!("label `{key}`: {m}")))?;
+            labels.push((key.clone(), pattern));
+        }
+        let conditions = raw
+            .when
+            .iter()
+            .map(|c| self.condition(c))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Rule {
+            id,
+            priority: raw.priority.unwrap_or(0),
+            description: raw.description,
+            agent: self.patterns(raw.agent.as_ref())?,
+            service: self.patterns(raw.service.as_ref())?,
+            tool: self.patterns(raw.tool.as_ref())?,
+            labels,
+            action,
+            message: raw.message,
+            conditions,
+        })
+    }
+
+    fn condition(&self, spanned: &Spanned<RawCondition>) -> Result<Condition, PolicyError> {
+        let raw = spanned.get_ref();
+        let pointer = raw.pointer.get_ref();
+        validate_pointer(pointer).map_err(|m| self.err(&raw.pointer, m))?;
+
+        let mut tests: Vec<(&str, Result<Test, PolicyError>)> = Vec::new();
+        if let Some(g) = &raw.glob {
+            tests.push(("glob", Test::glob(g.get_ref()).map_err(|m| self.err(g, m))));
+        }
+        if let Some(r) = &raw.regex {
+            tests.push((
+                "regex",
+                Test::regex(r.get_ref()).map_err(|m| self.err(r, m)),
+            ));
+        }
+        if let Some(v) = &raw.equals {
+            tests.push(("equals", Ok(Test::Equals(v.clone()))));
+        }
+        if let Some(v) = &raw.not_equals {
+            tests.push(("not_equals", Ok(Test::NotEquals(v.clone()))));
+        }
+        for (name, value, make) in [
+            ("gt", raw.gt, Test::Gt as fn(f64) -> Test),
+            ("gte", raw.gte, Test::Gte),
+            ("lt", raw.lt, Test::Lt),
+            ("lte", raw.lte, Test::Lte),
+        ] {
+            if let Some(n) = value {
+                let test = if n.is_finite() {
+                    Ok(make(n))
+                } else {
+                    Err(self.err(spanned, format!("`{name}` must be a finite number")))
+                };
+                tests.push((name, test));
+            }
+        }
+        if let Some(b) = raw.present {
+            tests.push(("present", Ok(Test::Present(b))));
+        }
+        if let Some(s) = &raw.contains {
+            tests.push(("contains", Ok(Test::Contains(s.clone()))));
+        }
+        if let Some(list) = &raw.one_of {
+            tests.push(("one_of", Ok(Test::OneOf(list.clone()))));
+        }
+        match tests.len() {
+            1 => {}
+            0 => {
+                return Err(self.err(
+                    spanned,
+                    "condition has no test (give exactly one of glob, regex, equals, \
+                     not_equals, gt, gte, lt, lte, present, contains or one_of)",
+                ));
+            }
+            _ => {
+                let names: Vec<&str> = tests.iter().map(|(n, _)| *n).collect();
+                return Err(self.err(
+                    spanned,
+                    format!(
+                        "condition has {} tests ({}); give exactly one per condition \
+                         (add another [[rules.when]] for more)",
+                        names.len(),
+                        names.join(", ")
+                    ),
+                ));
+            }
+        }
+        let Some((_, test)) = tests.pop() else {
+            // Unreachable: the length was checked to be 1 above.
+            return Err(self.err(spanned, "condition has no test"));
+        };
+        Ok(Condition {
+            pointer: pointer.clone(),
+            test: test?,
+        })
+    }
+
+    fn rate_limit(
+        &self,
+        raw: RawRateLimit,
+        span: std::ops::Range<usize>,
+        seen: &mut HashMap<String, usize>,
+    ) -> Result<RateLimitSpec, PolicyError> {
+        let id = self.unique_id(&raw.id, "rate limit", seen)?;
+        let scope = match raw.scope.get_ref().as_str() {
+            "agent" => RateScope::Agent,
+            "service" => RateScope::Service,
+            "tool" => RateScope::Tool,
+            other => {
+                return Err(self.err(
+                    &raw.scope,
+                    format!("unknown rate-limit scope `{other}` (expected agent, service or tool)"),
+                ));
+            }
+        };
+        let periods = [
+            (raw.per_second.as_ref(), "per_second"),
+            (raw.per_minute.as_ref(), "per_minute"),
+            (raw.per_hour.as_ref(), "per_hour"),
+        ];
+        let given: Vec<_> = periods.iter().filter(|(v, _)| v.is_some()).collect();
+        let [(Some(count), period)] = given.as_slice() else {
+            return Err(PolicyError::at(
+                self.source,
+                Some(span),
+                format!(
+                    "rate limit `{id}` needs exactly one of per_second, per_minute or per_hour"
+                ),
+            ));
+        };
+        let count_value = self.positive_u32(count, period)?;
+        let burst = match &raw.burst {
+            Some(b) => self.positive_u32(b, "burst")?,
+            None => count_value,
+        };
+        let quota = match *period {
+            "per_second" => Quota::per_second(count_value),
+            "per_minute" => Quota::per_minute(count_value),
+            _ => Quota::per_hour(count_value),
+        }
+        .allow_burst(burst);
+        Ok(RateLimitSpec {
+            id,
+            scope,
+            agent: self.patterns(raw.agent.as_ref())?,
+            service: self.patterns(raw.service.as_ref())?,
+            tool: self.patterns(raw.tool.as_ref())?,
+            quota,
+        })
+    }
+
+    fn positive_u32(&self, v: &Spanned<i64>, name: &str) -> Result<NonZeroU32, PolicyError> {
+        u32::try_from(*v.get_ref())
+            .ok()
+            .and_then(NonZeroU32::new)
+            .ok_or_else(|| {
+                self.err(
+                    v,
+                    format!(
+                        "`{name}` must be a whole number from 1 to {}, got {}",
+                        u32::MAX,
+                        v.get_ref()
+                    ),
+                )
+            })
+    }
+}
