@@ -1,1 +1,321 @@
-fn main() {}
+//! `flowlink-proxy`: the command line. Everything here is parsing and printing; the work is in
+//! the library (`relay`, `audit`, `install`).
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use clap::{Args, Parser, Subcommand};
+use flowlink_policy::{Labels, Policy, ToolCall};
+use flowlink_proxy::audit::{self, AuditQuery, AuditStore};
+use flowlink_proxy::install::{self, Client, InstallOptions, Scope};
+use flowlink_proxy::relay::{self, RelayConfig};
+
+/// FlowLink's sidecar: wraps a stdio MCP server, decides every tool call, records everything.
+///
+/// Put it in front of an MCP server in your editor's configuration:
+///   flowlink-proxy --name git --policy ~/.config/flowlink/policy.toml -- uvx mcp-server-git
+#[derive(Parser, Debug)]
+#[command(name = "flowlink-proxy", version, args_conflicts_with_subcommands = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    #[command(flatten)]
+    run: RunArgs,
+}
+
+#[derive(Args, Debug)]
+struct RunArgs {
+    /// Service name used by policy rules and audit records (default: the server program's name).
+    #[arg(long)]
+    name: Option<String>,
+    /// Policy file (TOML). Without it a built-in default applies: allow and record everything.
+    #[arg(long, env = "FLOWLINK_POLICY")]
+    policy: Option<PathBuf>,
+    /// Where the audit store lives (default: the platform data directory).
+    #[arg(long, env = "FLOWLINK_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+    /// A device or user label rules can match, KEY=VALUE (repeatable). `user` defaults to $USER.
+    #[arg(long = "label", value_parser = parse_label)]
+    labels: Vec<(String, String)>,
+    /// Longest message accepted from either side, in bytes.
+    #[arg(long, default_value_t = RelayConfig::DEFAULT_MAX_MESSAGE_BYTES)]
+    max_message_bytes: usize,
+    /// How long the server gets to exit after its input closes, and again after SIGTERM (ms).
+    #[arg(long, default_value_t = 2000)]
+    shutdown_grace_ms: u64,
+    /// Restarts of a crashed server allowed within one minute before the proxy gives up.
+    #[arg(long, default_value_t = 5)]
+    max_restarts_per_minute: u32,
+    /// The MCP server command and its arguments, after `--`.
+    #[arg(last = true)]
+    server: Vec<String>,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Validate or explain a policy file.
+    #[command(subcommand)]
+    Policy(PolicyCommand),
+    /// Show recorded tool calls.
+    Audit(AuditArgs),
+    /// Wrap every stdio MCP server of an editor's configuration in flowlink-proxy.
+    Install(InstallArgs),
+    /// Undo `install`: restore the original server commands.
+    Uninstall(InstallArgs),
+}
+
+#[derive(Subcommand, Debug)]
+enum PolicyCommand {
+    /// Check that a policy file is valid.
+    Check {
+        /// The policy file.
+        file: PathBuf,
+    },
+    /// Show which rule decides a call and why.
+    Explain {
+        /// The policy file.
+        file: PathBuf,
+        /// Service name (as given to --name).
+        #[arg(long)]
+        service: String,
+        /// Tool name.
+        #[arg(long)]
+        tool: String,
+        /// Tool arguments as a JSON object.
+        #[arg(long, default_value = "{}")]
+        args: String,
+        /// MCP client name.
+        #[arg(long, default_value = "unknown")]
+        agent: String,
+        /// Labels, KEY=VALUE (repeatable).
+        #[arg(long = "label", value_parser = parse_label)]
+        labels: Vec<(String, String)>,
+    },
+}
+
+#[derive(Args, Debug)]
+struct AuditArgs {
+    /// Where the audit store lives (default: the platform data directory).
+    #[arg(long, env = "FLOWLINK_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+    /// One JSON object per line instead of a table.
+    #[arg(long)]
+    json: bool,
+    /// Only calls since then: a duration (90s, 15m, 2h, 7d) or an RFC 3339 time.
+    #[arg(long)]
+    since: Option<String>,
+    /// Only calls of this tool (`*` is a wildcard).
+    #[arg(long)]
+    tool: Option<String>,
+    /// At most this many of the newest calls.
+    #[arg(long)]
+    limit: Option<usize>,
+}
+
+#[derive(Args, Debug)]
+struct InstallArgs {
+    /// Which editor: claude-code, cursor, windsurf or vscode.
+    #[arg(long)]
+    client: Client,
+    /// The user's configuration or the current project's.
+    #[arg(long, default_value = "user")]
+    scope: Scope,
+    /// Show the change without writing anything.
+    #[arg(long)]
+    dry_run: bool,
+}
+
+fn parse_label(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.is_empty() => Ok((k.to_owned(), v.to_owned())),
+        _ => Err(format!("label `{s}` must look like KEY=VALUE")),
+    }
+}
+
+fn labels_from(pairs: &[(String, String)]) -> Labels {
+    let mut labels = BTreeMap::new();
+    if let Ok(user) = std::env::var("USER") {
+        labels.insert("user".to_owned(), user);
+    }
+    for (k, v) in pairs {
+        labels.insert(k.clone(), v.clone());
+    }
+    labels
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging();
+    let result = match cli.command {
+        Some(Command::Policy(p)) => policy_command(p),
+        Some(Command::Audit(a)) => audit_command(a),
+        Some(Command::Install(i)) => install_command(i, false),
+        Some(Command::Uninstall(i)) => install_command(i, true),
+        None => run_command(cli.run),
+    };
+    match result {
+        Ok(code) => ExitCode::from(u8::try_from(code).unwrap_or(1)),
+        Err(e) => {
+            eprintln!("flowlink-proxy: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn init_logging() {
+    // Diagnostics go to stderr only: stdout carries JSON-RPC and nothing else.
+    let filter = tracing_subscriber::EnvFilter::try_from_env("FLOWLINK_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .without_time()
+        .try_init();
+}
+
+fn data_dir_or_default(dir: Option<PathBuf>) -> Result<PathBuf> {
+    match dir {
+        Some(d) => Ok(d),
+        None => audit::default_data_dir()
+            .context("no home directory to keep the audit store in; pass --data-dir"),
+    }
+}
+
+fn run_command(args: RunArgs) -> Result<i32> {
+    if args.server.is_empty() {
+        bail!(
+            "no MCP server command given; put it after `--`, e.g. `flowlink-proxy --name everything -- npx -y @modelcontextprotocol/server-everything`"
+        );
+    }
+    let policy = match &args.policy {
+        Some(path) => relay::load_policy_file(path)?,
+        None => Policy::builtin_default(),
+    };
+    let data_dir = data_dir_or_default(args.data_dir)?;
+    let store = AuditStore::open(&data_dir)
+        .with_context(|| format!("cannot open the audit store in {}", data_dir.display()))?;
+    let service = args.name.unwrap_or_else(|| {
+        Path::new(&args.server[0])
+            .file_name()
+            .map_or_else(|| "mcp".to_owned(), |n| n.to_string_lossy().into_owned())
+    });
+    let cfg = RelayConfig {
+        service,
+        command: args.server,
+        policy_file: args.policy,
+        initial_policy: policy,
+        labels: labels_from(&args.labels),
+        max_message_bytes: args.max_message_bytes,
+        shutdown_grace: Duration::from_millis(args.shutdown_grace_ms),
+        max_restarts_per_minute: args.max_restarts_per_minute,
+        policy_poll_interval: Duration::from_millis(500),
+        store,
+    };
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    let code = rt.block_on(relay::run(cfg, tokio::io::stdin(), tokio::io::stdout()));
+    // Reader tasks may still be parked on a blocking stdin read; do not wait for them.
+    rt.shutdown_timeout(Duration::from_millis(100));
+    match code {
+        Ok(c) => Ok(c),
+        Err(e) => {
+            eprintln!("flowlink-proxy: {e}");
+            Ok(127)
+        }
+    }
+}
+
+fn policy_command(cmd: PolicyCommand) -> Result<i32> {
+    match cmd {
+        PolicyCommand::Check { file } => match relay::load_policy_file(&file) {
+            Ok(p) => {
+                println!("{}: ok ({} rules)", file.display(), p.rule_count());
+                Ok(0)
+            }
+            Err(e) => {
+                eprintln!("{e}");
+                Ok(1)
+            }
+        },
+        PolicyCommand::Explain {
+            file,
+            service,
+            tool,
+            args,
+            agent,
+            labels,
+        } => {
+            let policy = relay::load_policy_file(&file)?;
+            let arguments: serde_json::Value = serde_json::from_str(&args)
+                .with_context(|| format!("--args is not valid JSON: {args}"))?;
+            if !arguments.is_object() {
+                bail!("--args must be a JSON object, like '{{\"path\": \"/tmp\"}}'");
+            }
+            let labels = labels_from(&labels);
+            let call = ToolCall {
+                agent: &agent,
+                service: &service,
+                tool: &tool,
+                arguments: &arguments,
+                labels: &labels,
+            };
+            println!("{}", policy.explain(&call));
+            Ok(0)
+        }
+    }
+}
+
+fn audit_command(a: AuditArgs) -> Result<i32> {
+    let dir = data_dir_or_default(a.data_dir)?;
+    let db = dir.join("audit.sqlite3");
+    if !db.exists() {
+        bail!(
+            "no audit store at {}; nothing has been recorded there yet (pass --data-dir if the proxy used another one)",
+            db.display()
+        );
+    }
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_micros() as i64)
+        .unwrap_or(0);
+    let since_us = match &a.since {
+        Some(s) => Some(audit::parse_since(s, now)?),
+        None => None,
+    };
+    let rows = audit::query_calls(
+        &db,
+        &AuditQuery {
+            since_us,
+            tool: a.tool,
+            limit: a.limit,
+        },
+    )?;
+    let stdout = std::io::stdout();
+    let mut out = stdout.lock();
+    if a.json {
+        audit::render_json_lines(&rows, &mut out)?;
+    } else {
+        audit::render_table(&rows, &mut out)?;
+    }
+    out.flush()?;
+    Ok(0)
+}
+
+fn install_command(a: InstallArgs, undo: bool) -> Result<i32> {
+    let opts = InstallOptions::from_environment(a.client, a.scope, a.dry_run)?;
+    let report = if undo {
+        install::uninstall(&opts)?
+    } else {
+        install::install(&opts)?
+    };
+    print!("{report}");
+    Ok(0)
+}
