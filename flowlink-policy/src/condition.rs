@@ -100,9 +100,9 @@ impl Condition {
         };
         match &self.test {
             Test::Present(want) => *want,
-            Test::Glob { matcher, .. } => any_text(value, |s| matcher.is_match(s)),
-            Test::Regex(re) => any_text(value, |s| re.is_match(s)),
-            Test::Contains(needle) => any_text(value, |s| s.contains(needle.as_str())),
+            Test::Glob { matcher, .. } => any_text(value, &|s| matcher.is_match(s)),
+            Test::Regex(re) => any_text(value, &|s| re.is_match(s)),
+            Test::Contains(needle) => any_text(value, &|s| s.contains(needle.as_str())),
             Test::Equals(want) => json_eq(value, want),
             Test::NotEquals(want) => !json_eq(value, want),
             Test::OneOf(list) => list.iter().any(|w| json_eq(value, w)),
@@ -173,13 +173,13 @@ fn scalar_text(v: &Value) -> Option<Cow<'_, str>> {
     }
 }
 
-/// Applies a text test: to a scalar directly, to an array if any scalar element passes.
-/// `null` and objects never pass.
-fn any_text(v: &Value, test: impl Fn(&str) -> bool) -> bool {
+/// Applies a text test: to a scalar directly; to an array or object if any scalar inside it, at
+/// any depth, passes (object keys are not tested). `null` never passes. Depth is bounded by
+/// `serde_json`'s parser (128 levels).
+fn any_text(v: &Value, test: &impl Fn(&str) -> bool) -> bool {
     match v {
-        Value::Array(items) => items
-            .iter()
-            .any(|item| scalar_text(item).is_some_and(|s| test(&s))),
+        Value::Array(items) => items.iter().any(|item| any_text(item, test)),
+        Value::Object(map) => map.values().any(|item| any_text(item, test)),
         other => scalar_text(other).is_some_and(|s| test(&s)),
     }
 }
@@ -235,7 +235,8 @@ mod tests {
         assert!(c.holds(&json!({"m": "rm -rf /"})));
         assert!(!c.holds(&json!({"m": "ls"})));
         assert!(c.holds(&json!({"m": ["ls", "rm x"]})));
-        assert!(!c.holds(&json!({"m": {"a": "rm x"}})));
+        assert!(c.holds(&json!({"m": {"a": ["ls", {"b": "rm x"}]}})));
+        assert!(!c.holds(&json!({"m": {"rm x": "ls"}})), "keys are not tested");
         assert!(!c.holds(&json!({"m": null})));
         assert!(!c.holds(&json!({})));
         let n = cond("/n", Test::glob("4*").expect("glob"));
