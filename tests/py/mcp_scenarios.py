@@ -218,6 +218,8 @@ async def sc_everything_tools(s: ClientSession, rec: Recorder, args: argparse.Na
     with anyio.fail_after(15):
         await rec.simulated_log_event.wait()
     calls.append(await call(s, "toggle-simulated-logging"))
+    calls.append(await call(s, "toggle-subscriber-updates"))
+    calls.append(await call(s, "toggle-subscriber-updates"))
     ping = dump(await s.send_ping())
     return {"calls": calls, "progress": progress, "ping": ping}
 
