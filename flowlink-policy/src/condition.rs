@@ -139,8 +139,8 @@ impl Condition {
 impl fmt::Display for Condition {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match &self.test {
-            Test::Glob { text, .. } => write!(f, "glob {text:?}"),
-            Test::Regex(re) => write!(f, "regex {:?}", re.as_str()),
+            Test::Glob { text, .. } => write!(f, "glob `{text}`"),
+            Test::Regex(re) => write!(f, "regex `{}`", re.as_str()),
             Test::Equals(v) => write!(f, "equals {v}"),
             Test::NotEquals(v) => write!(f, "not_equals {v}"),
             Test::Gt(n) => write!(f, "gt {n}"),
@@ -148,7 +148,7 @@ impl fmt::Display for Condition {
             Test::Lt(n) => write!(f, "lt {n}"),
             Test::Lte(n) => write!(f, "lte {n}"),
             Test::Present(b) => write!(f, "present = {b}"),
-            Test::Contains(s) => write!(f, "contains {s:?}"),
+            Test::Contains(s) => write!(f, "contains {}", Value::from(s.as_str())),
             Test::OneOf(list) => {
                 f.write_str("one_of [")?;
                 for (i, v) in list.iter().enumerate() {
@@ -236,7 +236,10 @@ mod tests {
         assert!(!c.holds(&json!({"m": "ls"})));
         assert!(c.holds(&json!({"m": ["ls", "rm x"]})));
         assert!(c.holds(&json!({"m": {"a": ["ls", {"b": "rm x"}]}})));
-        assert!(!c.holds(&json!({"m": {"rm x": "ls"}})), "keys are not tested");
+        assert!(
+            !c.holds(&json!({"m": {"rm x": "ls"}})),
+            "keys are not tested"
+        );
         assert!(!c.holds(&json!({"m": null})));
         assert!(!c.holds(&json!({})));
         let n = cond("/n", Test::glob("4*").expect("glob"));

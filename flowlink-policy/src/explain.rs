@@ -112,11 +112,8 @@ impl fmt::Display for Explanation {
                 self.default_action
             )?;
         }
-        writeln!(
-            f,
-            "decision: {} ({})",
-            self.decision.action, self.decision.reason
-        )?;
+        writeln!(f, "decision: {}", self.decision.action)?;
+        writeln!(f, "reason: {}", self.decision.reason)?;
         if let Some(m) = &self.decision.message {
             writeln!(f, "message to agent: {m}")?;
         }

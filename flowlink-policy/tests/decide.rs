@@ -26,7 +26,10 @@ fn higher_priority_wins_over_stricter_lower_priority() {
     let d = call("a", "s", "echo", json!({})).decide(&p);
     assert_eq!(d.action, Action::Allow);
     assert_eq!(d.rule_id.as_deref(), Some("allow-echo"));
-    assert_eq!(d.reason, "rule `allow-echo` (priority 10) matched tool `echo`");
+    assert_eq!(
+        d.reason,
+        "rule `allow-echo` (priority 10) matched tool `echo`"
+    );
     let d = call("a", "s", "other", json!({})).decide(&p);
     assert_eq!(d.action, Action::Block);
     assert_eq!(d.rule_id.as_deref(), Some("block-all"));
@@ -130,14 +133,21 @@ fn agent_service_and_tool_globs() {
         action = "allow"
         "#,
     );
-    let ok = |a: &str, s: &str, t: &str| call(a, s, t, json!({})).decide(&p).action == Action::Allow;
+    let ok =
+        |a: &str, s: &str, t: &str| call(a, s, t, json!({})).decide(&p).action == Action::Allow;
     assert!(ok("claude-code", "fs", "read_file"));
     assert!(ok("claude-code/2.1", "files-home", "list"));
     assert!(!ok("cursor", "fs", "read_file"), "agent glob");
-    assert!(!ok("Claude-Code", "fs", "read_file"), "globs are case-sensitive");
+    assert!(
+        !ok("Claude-Code", "fs", "read_file"),
+        "globs are case-sensitive"
+    );
     assert!(!ok("claude-code", "git", "read_file"), "service glob");
     assert!(!ok("claude-code", "fs", "write_file"), "tool glob");
-    assert!(!ok("claude-code", "fs", "listing"), "literal must match whole name");
+    assert!(
+        !ok("claude-code", "fs", "listing"),
+        "literal must match whole name"
+    );
 }
 
 #[test]
@@ -249,27 +259,42 @@ fn every_condition_operator_from_toml() {
     assert!(!blocked("equals", json!({"opts": {"force": false}})));
     assert!(blocked("not_equals", json!({"branch": "dev"})));
     assert!(!blocked("not_equals", json!({"branch": "main"})));
-    assert!(!blocked("not_equals", json!({})), "absent: not_equals is false");
+    assert!(
+        !blocked("not_equals", json!({})),
+        "absent: not_equals is false"
+    );
     assert!(blocked("gt", json!({"n": 11})));
     assert!(!blocked("gt", json!({"n": 10})));
-    assert!(blocked("gt", json!({"n": "11"})), "numeric strings compare as numbers");
+    assert!(
+        blocked("gt", json!({"n": "11"})),
+        "numeric strings compare as numbers"
+    );
     assert!(blocked("gte", json!({"n": 10})));
     assert!(!blocked("gte", json!({"n": 9.99})));
     assert!(blocked("lt", json!({"n": 0.25})));
     assert!(!blocked("lt", json!({"n": 0.5})));
     assert!(blocked("lte", json!({"n": 0})));
-    assert!(!blocked("lte", json!({"n": true})), "booleans are not numbers");
+    assert!(
+        !blocked("lte", json!({"n": true})),
+        "booleans are not numbers"
+    );
     assert!(blocked("present", json!({"token": null})));
     assert!(!blocked("present", json!({})));
     assert!(blocked("absent", json!({})));
     assert!(!blocked("absent", json!({"reason": "x"})));
-    assert!(blocked("contains", json!({"url": "http://169.254.169.254/latest"})));
+    assert!(blocked(
+        "contains",
+        json!({"url": "http://169.254.169.254/latest"})
+    ));
     assert!(!blocked("contains", json!({"url": "https://example.com"})));
     assert!(blocked("one_of", json!({"region": "eu-west-1"})));
     assert!(blocked("one_of", json!({"region": 3.0})));
     assert!(!blocked("one_of", json!({"region": "ap-south-1"})));
     assert!(blocked("all", json!({"a": 1, "b": 2})));
-    assert!(!blocked("all", json!({"a": 1, "b": 3})), "all conditions must hold");
+    assert!(
+        !blocked("all", json!({"a": 1, "b": 3})),
+        "all conditions must hold"
+    );
     assert!(!blocked("all", json!({"a": 1})));
     // Non-object arguments never panic.
     assert!(!blocked("glob", json!(null)));
@@ -299,7 +324,10 @@ fn conditional_rule_falls_through_to_lower_priority() {
     let d = call("a", "s", "op", json!({"duration": 10})).decide(&p);
     assert_eq!(d.action, Action::Confirm);
     let d = call("a", "s", "op", json!({"duration": 2})).decide(&p);
-    assert_eq!((d.action, d.rule_id.as_deref()), (Action::Allow, Some("allow-op")));
+    assert_eq!(
+        (d.action, d.rule_id.as_deref()),
+        (Action::Allow, Some("allow-op"))
+    );
 }
 
 #[test]
@@ -372,13 +400,19 @@ fn hidden_tools() {
     );
     let none = Labels::new();
     assert!(p.is_hidden("any", "s", "get-env", &none));
-    assert!(!p.is_hidden("any", "s", "echo", &none), "conditional block does not hide");
+    assert!(
+        !p.is_hidden("any", "s", "echo", &none),
+        "conditional block does not hide"
+    );
     assert!(p.is_hidden("claude", "s", "deploy", &none));
     assert!(
         !p.is_hidden("ci", "s", "deploy", &none),
         "a higher-priority allow could let it through"
     );
-    assert!(p.is_hidden("x", "s", "tie", &none), "block wins at equal priority");
+    assert!(
+        p.is_hidden("x", "s", "tie", &none),
+        "block wins at equal priority"
+    );
     assert!(!p.is_hidden("x", "s", "drop", &none));
     let prod: Labels = [("env".to_owned(), "prod".to_owned())].into();
     assert!(p.is_hidden("x", "s", "drop", &prod));
@@ -470,7 +504,15 @@ fn explain_names_the_deciding_rule_and_why_others_failed() {
     let ids: Vec<&str> = e.steps.iter().map(|s| s.rule_id.as_str()).collect();
     assert_eq!(
         ids,
-        ["echo-rm", "claude-only", "prod", "confirm-echo", "allow-echo", "allow-all", "sum"]
+        [
+            "echo-rm",
+            "claude-only",
+            "prod",
+            "confirm-echo",
+            "allow-echo",
+            "allow-all",
+            "sum"
+        ]
     );
     assert!(matches!(e.steps[3].outcome, TraceOutcome::Decided));
     assert_eq!(
@@ -482,18 +524,41 @@ fn explain_names_the_deciding_rule_and_why_others_failed() {
     assert_eq!(e.steps[5].outcome, TraceOutcome::LowerPriority);
     let text = e.to_string();
     println!("{text}");
-    assert!(text.contains("`confirm-echo`") && text.contains("MATCHED, decides"), "{text}");
+    assert!(
+        text.contains("`confirm-echo`") && text.contains("MATCHED, decides"),
+        "{text}"
+    );
     assert!(text.contains("echo is noisy"), "{text}");
-    assert!(text.contains("argument `/message` = \"hello\" fails regex"), "{text}");
-    assert!(text.contains("agent `cursor` does not match \"claude*\""), "{text}");
+    assert!(
+        text.contains("argument `/message` = \"hello\" fails regex"),
+        "{text}"
+    );
+    assert!(
+        text.contains("agent `cursor` does not match \"claude*\""),
+        "{text}"
+    );
     assert!(text.contains("label `env` is not set"), "{text}");
-    assert!(text.contains("tool `echo` does not match \"get-sum\""), "{text}");
-    assert!(text.contains("matched, but `confirm-echo` wins at the same priority"), "{text}");
-    assert!(text.contains("decision: confirm (rule `confirm-echo` (priority 10) matched tool `echo`"), "{text}");
+    assert!(
+        text.contains("tool `echo` does not match \"get-sum\""),
+        "{text}"
+    );
+    assert!(
+        text.contains("matched, but `confirm-echo` wins at the same priority"),
+        "{text}"
+    );
+    assert!(
+        text.contains(
+            "decision: confirm\nreason: rule `confirm-echo` (priority 10) matched tool `echo`"
+        ),
+        "{text}"
+    );
 
     let e = call("a", "s", "t", json!({})).explain(&Policy::builtin_default());
     let text = e.to_string();
-    assert!(text.contains("no rule matched; default action is allow"), "{text}");
+    assert!(
+        text.contains("no rule matched; default action is allow"),
+        "{text}"
+    );
 }
 
 #[test]
@@ -505,7 +570,13 @@ fn example_policies_parse_and_behave() {
     assert_eq!(d.action, Action::Block);
     assert!(d.message.unwrap_or_default().contains("ask the user"));
     assert!(demo.is_hidden("claude-code", "everything", "get-env", &Labels::new()));
-    let d = call("c", "everything", "echo", json!({"message": "now RM -rf /"})).decide(&demo);
+    let d = call(
+        "c",
+        "everything",
+        "echo",
+        json!({"message": "now RM -rf /"}),
+    )
+    .decide(&demo);
     assert_eq!(d.action, Action::Block);
     let d = call("c", "everything", "echo", json!({"message": "hi"})).decide(&demo);
     assert_eq!(d.action, Action::Allow);
