@@ -53,8 +53,19 @@ impl Proxy {
             .arg(dir.path().join("data"))
             .args(flags)
             .arg("--")
-            .args(server)
-            .env("SCRIPTED_SERVER_LOG", dir.path().join("server.log"))
+            .args(server);
+        Self::launch(dir, cmd)
+    }
+
+    /// Runs `command` as is (it must start the proxy itself).
+    pub fn start_raw(dir: tempfile::TempDir, command: &[String]) -> Proxy {
+        let mut cmd = Command::new(&command[0]);
+        cmd.args(&command[1..]);
+        Self::launch(dir, cmd)
+    }
+
+    fn launch(dir: tempfile::TempDir, mut cmd: Command) -> Proxy {
+        cmd.env("SCRIPTED_SERVER_LOG", dir.path().join("server.log"))
             .env("FLOWLINK_LOG", "info")
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
