@@ -1,0 +1,192 @@
+//! The on-disk schema: forward-only migrations and the row <-> record mapping.
+
+use std::path::Path;
+
+use flowlink_proto::audit::{Outcome, ToolCallRecord, Verdict};
+use rusqlite::{Connection, Row, TransactionBehavior};
+
+use super::AuditError;
+
+/// Migration `i` (0-based) takes the database from `user_version = i` to `i + 1`. Only ever append.
+const MIGRATIONS: &[&str] = &[
+    // Version 1.
+    r#"
+    CREATE TABLE tool_calls (
+        id             TEXT    NOT NULL PRIMARY KEY,  -- UUIDv7, sorts by time
+        schema         INTEGER NOT NULL,
+        session_id     TEXT    NOT NULL,
+        received_at_us INTEGER NOT NULL,
+        decided_at_us  INTEGER NOT NULL,
+        agent          TEXT    NOT NULL,
+        service        TEXT    NOT NULL,
+        tool           TEXT    NOT NULL,
+        arguments      TEXT    NOT NULL,              -- JSON
+        verdict        TEXT    NOT NULL,
+        action         TEXT    NOT NULL,
+        rule_id        TEXT,
+        reason         TEXT    NOT NULL,
+        outcome        TEXT    NOT NULL,
+        finished_at_us INTEGER,
+        duration_us    INTEGER,
+        error          TEXT
+    );
+    -- `--since`: range on the receive time.
+    CREATE INDEX tool_calls_received ON tool_calls (received_at_us);
+    -- `--tool` (exact or prefix), newest first.
+    CREATE INDEX tool_calls_tool ON tool_calls (tool, id);
+    -- Session timelines.
+    CREATE INDEX tool_calls_session ON tool_calls (session_id, id);
+
+    CREATE TABLE sessions (
+        id                  TEXT    NOT NULL PRIMARY KEY,  -- UUIDv7
+        schema              INTEGER NOT NULL,
+        service             TEXT    NOT NULL,
+        command             TEXT    NOT NULL,              -- JSON array of strings
+        started_at_us       INTEGER NOT NULL,
+        ended_at_us         INTEGER,
+        client_name         TEXT,
+        client_version      TEXT,
+        server_name         TEXT,
+        server_version      TEXT,
+        protocol_version    TEXT,
+        client_capabilities TEXT    NOT NULL,              -- JSON
+        server_capabilities TEXT    NOT NULL,              -- JSON
+        restarts            INTEGER NOT NULL,
+        last_exit           TEXT
+    );
+    CREATE INDEX sessions_started ON sessions (started_at_us);
+    "#,
+];
+
+/// The schema version this build writes.
+pub(crate) const LATEST: u32 = MIGRATIONS.len() as u32;
+
+/// Brings the database up to [`LATEST`], one migration per transaction. Several proxies may open the
+/// same file at once: the version is re-read under the write lock so each migration runs once.
+pub(crate) fn migrate(conn: &mut Connection, path: &Path) -> Result<(), AuditError> {
+    loop {
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(|source| AuditError::Open {
+                path: path.to_owned(),
+                source,
+            })?;
+        let found: i64 = tx
+            .pragma_query_value(None, "user_version", |row| row.get(0))
+            .map_err(|source| AuditError::Open {
+                path: path.to_owned(),
+                source,
+            })?;
+        if found > i64::from(LATEST) || found < 0 {
+            return Err(AuditError::SchemaTooNew {
+                path: path.to_owned(),
+                found,
+                supported: LATEST,
+            });
+        }
+        if found == i64::from(LATEST) {
+            return Ok(());
+        }
+        // `found` is in 0..LATEST here, so both conversions are exact.
+        let next = found as u32 + 1;
+        let sql = MIGRATIONS[found as usize];
+        let migrate_err = |source| AuditError::Migrate {
+            path: path.to_owned(),
+            version: next,
+            source,
+        };
+        tx.execute_batch(sql).map_err(migrate_err)?;
+        tx.pragma_update(None, "user_version", next)
+            .map_err(migrate_err)?;
+        tx.commit().map_err(migrate_err)?;
+        tracing::info!(path = %path.display(), version = next, "audit database schema upgraded");
+    }
+}
+
+/// The columns of `tool_calls`, in the order [`call_from_row`] reads them.
+pub(crate) const CALL_COLUMNS: &str = "id, schema, session_id, received_at_us, decided_at_us, agent, \
+     service, tool, arguments, verdict, action, rule_id, reason, outcome, finished_at_us, \
+     duration_us, error";
+
+/// A row read as stored, before the text columns are checked.
+pub(crate) struct RawCall {
+    id: String,
+    schema: i64,
+    session_id: String,
+    received_at_us: i64,
+    decided_at_us: i64,
+    agent: String,
+    service: String,
+    tool: String,
+    arguments: String,
+    verdict: String,
+    action: String,
+    rule_id: Option<String>,
+    reason: String,
+    outcome: String,
+    finished_at_us: Option<i64>,
+    duration_us: Option<i64>,
+    error: Option<String>,
+}
+
+/// Reads one row selected with [`CALL_COLUMNS`].
+pub(crate) fn raw_call(row: &Row<'_>) -> rusqlite::Result<RawCall> {
+    Ok(RawCall {
+        id: row.get(0)?,
+        schema: row.get(1)?,
+        session_id: row.get(2)?,
+        received_at_us: row.get(3)?,
+        decided_at_us: row.get(4)?,
+        agent: row.get(5)?,
+        service: row.get(6)?,
+        tool: row.get(7)?,
+        arguments: row.get(8)?,
+        verdict: row.get(9)?,
+        action: row.get(10)?,
+        rule_id: row.get(11)?,
+        reason: row.get(12)?,
+        outcome: row.get(13)?,
+        finished_at_us: row.get(14)?,
+        duration_us: row.get(15)?,
+        error: row.get(16)?,
+    })
+}
+
+impl RawCall {
+    /// Checks the text columns and builds the record.
+    pub(crate) fn into_record(self, path: &Path) -> Result<ToolCallRecord, AuditError> {
+        let bad = |id: &str, what: String| AuditError::BadRow {
+            path: path.to_owned(),
+            id: id.to_owned(),
+            what,
+        };
+        let schema = u32::try_from(self.schema)
+            .map_err(|_| bad(&self.id, format!("schema number {}", self.schema)))?;
+        let verdict = Verdict::parse(&self.verdict)
+            .ok_or_else(|| bad(&self.id, format!("unknown verdict `{}`", self.verdict)))?;
+        let outcome = Outcome::parse(&self.outcome)
+            .ok_or_else(|| bad(&self.id, format!("unknown outcome `{}`", self.outcome)))?;
+        // The JSON error says where the text is broken, never what it holds.
+        let arguments = serde_json::from_str(&self.arguments)
+            .map_err(|e| bad(&self.id, format!("arguments are not JSON: {e}")))?;
+        Ok(ToolCallRecord {
+            schema,
+            id: self.id,
+            session_id: self.session_id,
+            received_at_us: self.received_at_us,
+            decided_at_us: self.decided_at_us,
+            agent: self.agent,
+            service: self.service,
+            tool: self.tool,
+            arguments,
+            verdict,
+            action: self.action,
+            rule_id: self.rule_id,
+            reason: self.reason,
+            outcome,
+            finished_at_us: self.finished_at_us,
+            duration_us: self.duration_us,
+            error: self.error,
+        })
+    }
+}
