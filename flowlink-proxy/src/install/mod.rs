@@ -453,7 +453,7 @@ fn run(opts: &InstallOptions, action: Action) -> Result<Report, InstallError> {
     for s in &servers {
         let outcome = match action {
             Action::Install => wrap::wrap(text, &s.name, s.entry, proxy_exe),
-            Action::Uninstall => wrap::unwrap(text, &s.name, s.entry),
+            Action::Uninstall => wrap::unwrap(text, &s.name, s.entry, proxy_exe),
         };
         match outcome {
             Outcome::Changed(e) => {
@@ -479,6 +479,22 @@ fn run(opts: &InstallOptions, action: Action) -> Result<Report, InstallError> {
             what: "the edited file would not be valid JSON",
         });
     }
+    if action == Action::Install
+        && !uninstall_restores(
+            &new_text,
+            body_start,
+            text,
+            opts,
+            proxy_exe,
+            &report.changed,
+        )
+    {
+        return Err(InstallError::Internal {
+            path: config_path,
+            offset: 0,
+            what: "uninstall would not restore the original exactly",
+        });
+    }
     let shown = config_path.display().to_string();
     report.diff = similar::TextDiff::from_lines(text, new_text.as_str())
         .unified_diff()
@@ -492,6 +508,37 @@ fn run(opts: &InstallOptions, action: Action) -> Result<Report, InstallError> {
         files::replace_atomically(&real, &bytes, new_text.as_bytes(), &meta)?;
     }
     Ok(report)
+}
+
+/// Self-check before writing: unwrapping exactly the servers we just wrapped
+/// must give back the original bytes.
+fn uninstall_restores(
+    wrapped: &str,
+    body_start: usize,
+    original: &str,
+    opts: &InstallOptions,
+    proxy_exe: &str,
+    changed: &[String],
+) -> bool {
+    let Ok(root) = spans::index(wrapped, body_start) else {
+        return false;
+    };
+    let mut ignored = Vec::new();
+    let Ok(servers) = collect_servers(wrapped, &root, opts.client, opts.scope, &mut ignored) else {
+        return false;
+    };
+    let mut edits = Vec::new();
+    let mut unwrapped = 0;
+    for s in servers.iter().filter(|s| changed.contains(&s.label)) {
+        match wrap::unwrap(wrapped, &s.name, s.entry, proxy_exe) {
+            Outcome::Changed(e) => {
+                edits.extend(e);
+                unwrapped += 1;
+            }
+            Outcome::Skipped(_) => return false,
+        }
+    }
+    unwrapped == changed.len() && apply(wrapped, edits).is_ok_and(|t| t == original)
 }
 
 /// One server entry to consider.

@@ -241,14 +241,25 @@ fn member_whitespace(doc: &str, entry: &Node, members: &[Member], cmd: &Member) 
 }
 
 /// Undo [`wrap`] on one entry, if it is in exactly the form `wrap` writes.
-pub(crate) fn unwrap(doc: &str, name: &str, entry: &Node) -> Outcome {
-    match try_unwrap(doc, name, entry) {
+/// Only entries launching `proxy_exe` (this installation) are unwrapped;
+/// wraps made with another flowlink-proxy were not made by us.
+pub(crate) fn unwrap(doc: &str, name: &str, entry: &Node, proxy_exe: &str) -> Outcome {
+    match try_unwrap(doc, name, entry, proxy_exe) {
         Ok(edits) => Outcome::Changed(edits),
         Err(why) => Outcome::Skipped(why),
     }
 }
 
-fn try_unwrap(doc: &str, name: &str, entry: &Node) -> Result<Vec<Edit>, String> {
+/// Same string, or the same file once symlinks are resolved.
+fn same_executable(a: &str, b: &str) -> bool {
+    a == b
+        || matches!(
+            (std::fs::canonicalize(a), std::fs::canonicalize(b)),
+            (Ok(x), Ok(y)) if x == y
+        )
+}
+
+fn try_unwrap(doc: &str, name: &str, entry: &Node, proxy_exe: &str) -> Result<Vec<Edit>, String> {
     const NOT_OURS: &str = "not wrapped by FlowLink";
     let members = entry_members(entry, doc)?;
     if let Some(why) = not_stdio_reason(doc, members) {
@@ -257,6 +268,12 @@ fn try_unwrap(doc: &str, name: &str, entry: &Node) -> Result<Vec<Edit>, String> 
     let (cmd, command) = command_member(doc, members).map_err(|_| NOT_OURS.to_string())?;
     if !is_proxy_command(&command) {
         return Err(NOT_OURS.into());
+    }
+    if !same_executable(&command, proxy_exe) {
+        return Err(format!(
+            "wrapped with a different flowlink-proxy ({command}), not this one ({proxy_exe}); \
+             left as is — run uninstall with that binary, or unwrap it by hand"
+        ));
     }
     let not_our_form = || {
         "runs flowlink-proxy, but its args are not the `--name <server> -- <command> …` \
