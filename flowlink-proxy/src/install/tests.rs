@@ -772,3 +772,18 @@ fn recognises_proxy_commands() {
     assert!(!is_proxy_command("flowlink-proxy-old"));
     assert!(!is_proxy_command("npx"));
 }
+
+#[test]
+fn from_environment_gives_absolute_paths() {
+    let opts = InstallOptions::from_environment(Client::VsCode, Scope::User, true).expect("env");
+    assert!(opts.dry_run);
+    assert!(opts.proxy_exe.is_absolute(), "{}", opts.proxy_exe.display());
+    assert!(opts.proxy_exe.is_file());
+    assert!(opts.project_dir.is_absolute());
+    assert!(opts.home.is_absolute());
+    assert!(
+        opts.config_path()
+            .expect("path")
+            .ends_with("Code/User/mcp.json")
+    );
+}
