@@ -411,11 +411,15 @@ async fn full_disk_makes_record_call_fail() {
     let dir = tempfile::tempdir().expect("tempdir");
     let store = AuditStore::open_with_max_pages(dir.path(), 16).expect("open");
     let mut failed = None;
+    let mut first_ok = None;
     for i in 0..200 {
-        let mut rec = call(&new_id(), i, "write_file");
+        let id = new_id();
+        let mut rec = call(&id, i, "write_file");
         rec.arguments = json!({"content": "z".repeat(4000)});
         match store.record_call(rec).await {
-            Ok(()) => {}
+            Ok(()) => {
+                first_ok.get_or_insert(id);
+            }
             Err(e) => {
                 failed = Some(e);
                 break;
@@ -428,16 +432,25 @@ async fn full_disk_makes_record_call_fail() {
     assert!(msg.contains("free disk space in"), "{msg}");
     assert!(msg.contains(&dir.path().display().to_string()), "{msg}");
 
-    // The writer survives: a small update still goes through (or fails cleanly), flush answers.
-    let again = store.record_call(call(&new_id(), 0, "x")).await;
-    assert!(again.is_ok() || matches!(again, Err(AuditError::DiskFull { .. })));
-    // A fire-and-forget update that cannot be written is reported by flush.
-    let mut big = call(&new_id(), 0, "x");
-    big.arguments = json!({"content": "z".repeat(40_000)});
-    assert!(store.record_call(big).await.is_err());
-    let _ = store.flush().await;
-    store.record_outcome("no-such-id", Outcome::Ok, 1, 1, Some("e".repeat(100_000)));
-    // No match means no change; that is not a failure.
+    // The writer survives and keeps answering: an update that cannot be written is reported by
+    // the next flush, and only once.
+    let first = first_ok.expect("some calls fit before the limit");
+    store.record_outcome(&first, Outcome::Ok, 1, 1, Some("e".repeat(200_000)));
+    let err = store
+        .flush()
+        .await
+        .expect_err("the lost update is reported");
+    assert!(
+        matches!(err, AuditError::UpdatesFailed { count: 1, .. }),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains("free disk space in"), "{err}");
+    store
+        .flush()
+        .await
+        .expect("nothing failed since the last flush");
+    // An update that matches no call changes nothing and is not a failure.
+    store.record_outcome("no-such-id", Outcome::Ok, 1, 1, None);
     store.flush().await.expect("flush after a no-op update");
 }
 
