@@ -19,8 +19,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import sys
+import time
 import traceback
 from typing import Any
 
@@ -40,6 +42,16 @@ ELICIT_CONTENT: dict[str, Any] = {"name": "Ada Lovelace", "check": True, "intege
 
 # A tiny text file as a data: URI (keeps gzip-file-as-resource off the network).
 GZIP_DATA_URI = "data:text/plain;base64,aGVsbG8gZmxvd2xpbmsK"
+
+_T0 = time.monotonic()
+_TRACE = bool(os.environ.get("FLOWLINK_E2E_TRACE"))
+
+
+def trace(msg: str) -> None:
+    """With FLOWLINK_E2E_TRACE=1, timestamps on stderr (where is the time going?)."""
+    if _TRACE:
+        print(f"[e2e-client {time.monotonic() - _T0:7.3f}s] {msg}", file=sys.stderr, flush=True)
+
 
 SIMULATED_LOG = re.compile(r"^\w+[- ]level[- ]message", re.IGNORECASE)
 
@@ -61,6 +73,20 @@ def error_report(exc: BaseException) -> dict[str, Any]:
             out["data"] = err.data
         return {"error": out}
     return {"exception": type(exc).__name__, "message": str(exc)}
+
+
+def fill_form(schema: dict[str, Any], yes: bool) -> dict[str, Any]:
+    """Answer a form elicitation: ELICIT_CONTENT where the form has the field, then every other
+    required field (booleans say `yes`, so a consent form is granted or refused on purpose)."""
+    props: dict[str, Any] = schema.get("properties") or {}
+    content = {k: v for k, v in ELICIT_CONTENT.items() if k in props}
+    for key, prop in props.items():
+        if prop.get("type") == "boolean" and (key in schema.get("required", []) or key in content):
+            content[key] = yes if key not in ELICIT_CONTENT else (ELICIT_CONTENT[key] if yes else False)
+        elif key in schema.get("required", []) and key not in content:
+            kind = prop.get("type")
+            content[key] = prop.get("default", 0 if kind in ("number", "integer") else "e2e")
+    return content
 
 
 class Recorder:
@@ -89,10 +115,12 @@ class Recorder:
 
     async def elicitation(self, ctx: Any, params: t.ElicitRequestParams) -> t.ElicitResult:
         self.elicitation_requests.append({"mode": self.elicitation_mode, "params": dump(params)})
-        if self.elicitation_mode == "accept":
+        if self.elicitation_mode in ("accept", "accept-false"):
             if getattr(params, "mode", None) == "url":
                 return t.ElicitResult(action="accept")
-            return t.ElicitResult(action="accept", content=dict(ELICIT_CONTENT))
+            schema = getattr(params, "requested_schema", None)
+            schema = schema if isinstance(schema, dict) else dump(schema) or {}
+            return t.ElicitResult(action="accept", content=fill_form(schema, self.elicitation_mode == "accept"))
         if self.elicitation_mode == "decline":
             return t.ElicitResult(action="decline")
         return t.ElicitResult(action="cancel")
@@ -136,11 +164,13 @@ class Recorder:
 
 async def call(session: ClientSession, name: str, arguments: dict[str, Any] | None = None, **kw: Any) -> dict[str, Any]:
     entry: dict[str, Any] = {"tool": name, "arguments": arguments or {}}
+    trace(f"call {name}")
     try:
         result = await session.call_tool(name, arguments or {}, **kw)
         entry["result"] = dump(result)
     except Exception as exc:  # noqa: BLE001 - reported, not raised
         entry.update(error_report(exc))
+    trace(f"done {name}")
     return entry
 
 
@@ -364,6 +394,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     params = StdioServerParameters(command=args.server[0], args=args.server[1:], env=None)
     report: dict[str, Any] = {"scenario": args.scenario}
     with anyio.fail_after(args.timeout):
+        trace("imports done, starting server")
         async with stdio_client(params) as (read, write):
             async with ClientSession(
                 read,
@@ -376,6 +407,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 client_info=t.Implementation(name=args.client_name, version="1.0.0"),
             ) as session:
                 init = await session.initialize()
+                trace("initialized")
                 report["initialize"] = init_report(init)
                 if args.scenario.startswith("everything"):
                     # server-everything asks for roots 350 ms after `initialized`, then logs the
@@ -385,6 +417,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                         await rec.roots_logged.wait()
                 report["tools"] = [tool["name"] for tool in (await list_all(session.list_tools, "tools"))["tools"]]
                 report.update(await SCENARIOS[args.scenario](session, rec, args))
+    trace("server stopped")
     report["server_initiated"] = rec.report()
     return report
 
@@ -394,7 +427,7 @@ def main() -> int:
     ap.add_argument("--scenario", required=True, choices=sorted(SCENARIOS))
     ap.add_argument("--client-name", default="flowlink-e2e-client")
     ap.add_argument("--calls", help="JSON list of {tool, arguments} for the 'calls' scenario")
-    ap.add_argument("--elicitation", default="accept", choices=["accept", "decline", "cancel"])
+    ap.add_argument("--elicitation", default="accept", choices=["accept", "accept-false", "decline", "cancel"])
     ap.add_argument("--no-elicitation", action="store_true", help="do not declare the elicitation capability")
     ap.add_argument("--repo", help="git repository for the 'git' scenario")
     ap.add_argument("--timeout", type=float, default=90.0, help="overall deadline in seconds")

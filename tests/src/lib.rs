@@ -69,7 +69,14 @@ pub fn proxy_bin() -> PathBuf {
         }
         let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
         let out = Command::new(cargo)
-            .args(["build", "--quiet", "-p", "flowlink-proxy", "--bin", "flowlink-proxy"])
+            .args([
+                "build",
+                "--quiet",
+                "-p",
+                "flowlink-proxy",
+                "--bin",
+                "flowlink-proxy",
+            ])
             .current_dir(workspace_root())
             .stdin(Stdio::null())
             .output()
@@ -92,7 +99,11 @@ const INSTALL_HINT: &str = "run `scripts/test` once (it installs the pinned e2e 
 pub fn python() -> PathBuf {
     let py = env_path("FLOWLINK_E2E_PYTHON")
         .unwrap_or_else(|| workspace_root().join("tests/.venv/bin/python"));
-    assert!(py.is_file(), "e2e Python missing at {}: {INSTALL_HINT}", py.display());
+    assert!(
+        py.is_file(),
+        "e2e Python missing at {}: {INSTALL_HINT}",
+        py.display()
+    );
     py
 }
 
@@ -100,7 +111,11 @@ pub fn python() -> PathBuf {
 pub fn node_modules() -> PathBuf {
     let dir = env_path("FLOWLINK_E2E_NODE_MODULES")
         .unwrap_or_else(|| workspace_root().join("tests/node_modules"));
-    assert!(dir.is_dir(), "e2e node_modules missing at {}: {INSTALL_HINT}", dir.display());
+    assert!(
+        dir.is_dir(),
+        "e2e node_modules missing at {}: {INSTALL_HINT}",
+        dir.display()
+    );
     dir
 }
 
@@ -112,7 +127,10 @@ fn tool_in(dir: &Path, name: &str) -> String {
 
 /// `mcp-server-everything stdio`.
 pub fn everything_server() -> Vec<String> {
-    vec![tool_in(&node_modules().join(".bin"), "mcp-server-everything"), "stdio".into()]
+    vec![
+        tool_in(&node_modules().join(".bin"), "mcp-server-everything"),
+        "stdio".into(),
+    ]
 }
 
 /// `mcp-server-git --repository REPO` (from the e2e venv).
@@ -128,7 +146,11 @@ pub fn git_server(repo: &Path) -> Vec<String> {
 /// `mcp-server-time --local-timezone UTC` (from the e2e venv).
 pub fn time_server() -> Vec<String> {
     let bin = python().parent().expect("venv bin").to_path_buf();
-    vec![tool_in(&bin, "mcp-server-time"), "--local-timezone".into(), "UTC".into()]
+    vec![
+        tool_in(&bin, "mcp-server-time"),
+        "--local-timezone".into(),
+        "UTC".into(),
+    ]
 }
 
 /// Runs `cmd` with stdin closed, capturing stdout and stderr, in its own process group; kills the
@@ -343,7 +365,9 @@ pub fn normalise_str(s: &str, replacements: &[(&str, &str)]) -> String {
 pub fn normalise(value: &Value, replacements: &[(&str, &str)]) -> Value {
     match value {
         Value::String(s) => Value::String(normalise_str(s, replacements)),
-        Value::Array(items) => Value::Array(items.iter().map(|v| normalise(v, replacements)).collect()),
+        Value::Array(items) => {
+            Value::Array(items.iter().map(|v| normalise(v, replacements)).collect())
+        }
         Value::Object(map) => {
             let mut out = Map::new();
             for (k, v) in map {
@@ -351,10 +375,9 @@ pub fn normalise(value: &Value, replacements: &[(&str, &str)]) -> Value {
                     ("blob", Value::String(b64)) => match decode_base64(b64)
                         .and_then(|bytes| String::from_utf8(bytes).ok())
                     {
-                        Some(text) => Value::String(format!(
-                            "<base64>{}",
-                            normalise_str(&text, replacements)
-                        )),
+                        Some(text) => {
+                            Value::String(format!("<base64>{}", normalise_str(&text, replacements)))
+                        }
                         None => v.clone(),
                     },
                     _ => normalise(v, replacements),
@@ -455,17 +478,22 @@ pub fn make_git_repo(dir: &Path) {
 
 fn git(dir: &Path, args: &[&str]) {
     let mut cmd = Command::new("git");
-    cmd.args(["-c", "commit.gpgsign=false", "-c", "core.hooksPath=/dev/null"])
-        .args(args)
-        .current_dir(dir)
-        .env("GIT_CONFIG_NOSYSTEM", "1")
-        .env("GIT_CONFIG_GLOBAL", "/dev/null")
-        .env("GIT_AUTHOR_NAME", "E2E")
-        .env("GIT_AUTHOR_EMAIL", "e2e@example.invalid")
-        .env("GIT_COMMITTER_NAME", "E2E")
-        .env("GIT_COMMITTER_EMAIL", "e2e@example.invalid")
-        .env("GIT_AUTHOR_DATE", "2024-01-02T03:04:05Z")
-        .env("GIT_COMMITTER_DATE", "2024-01-02T03:04:05Z");
+    cmd.args([
+        "-c",
+        "commit.gpgsign=false",
+        "-c",
+        "core.hooksPath=/dev/null",
+    ])
+    .args(args)
+    .current_dir(dir)
+    .env("GIT_CONFIG_NOSYSTEM", "1")
+    .env("GIT_CONFIG_GLOBAL", "/dev/null")
+    .env("GIT_AUTHOR_NAME", "E2E")
+    .env("GIT_AUTHOR_EMAIL", "e2e@example.invalid")
+    .env("GIT_COMMITTER_NAME", "E2E")
+    .env("GIT_COMMITTER_EMAIL", "e2e@example.invalid")
+    .env("GIT_AUTHOR_DATE", "2024-01-02T03:04:05Z")
+    .env("GIT_COMMITTER_DATE", "2024-01-02T03:04:05Z");
     let out = run_with_timeout(&mut cmd, Duration::from_secs(30));
     assert!(
         out.status.success(),
@@ -481,7 +509,10 @@ mod tests {
 
     #[test]
     fn base64_round_trips_known_values() {
-        assert_eq!(decode_base64("aGVsbG8gZmxvd2xpbmsK").unwrap(), b"hello flowlink\n");
+        assert_eq!(
+            decode_base64("aGVsbG8gZmxvd2xpbmsK").unwrap(),
+            b"hello flowlink\n"
+        );
         assert_eq!(decode_base64("YQ==").unwrap(), b"a");
         assert_eq!(decode_base64("YWI").unwrap(), b"ab");
         assert_eq!(decode_base64("").unwrap(), b"");

@@ -20,7 +20,10 @@ fn direct_and_proxied(scenario: &str) -> (Report, Report, Proxy) {
     let (direct, proxied) = thread::scope(|s| {
         let d = s.spawn(|| run_scenario(scenario, &[], &everything_server()));
         let p = s.spawn(|| run_scenario(scenario, &[], &wrapped));
-        (d.join().expect("direct run"), p.join().expect("proxied run"))
+        (
+            d.join().expect("direct run"),
+            p.join().expect("proxied run"),
+        )
     });
     (direct, proxied, proxy)
 }
@@ -56,16 +59,25 @@ fn check_tools_report(r: &Value) {
         "trigger-url-elicitation",
         "trigger-sampling-request",
     ] {
-        assert!(tools.contains(&expected), "tools/list lacks {expected}: {tools:?}");
+        assert!(
+            tools.contains(&expected),
+            "tools/list lacks {expected}: {tools:?}"
+        );
     }
-    assert_eq!(r["initialize"]["serverInfo"]["name"], "mcp-servers/everything");
+    assert_eq!(
+        r["initialize"]["serverInfo"]["name"],
+        "mcp-servers/everything"
+    );
     assert_eq!(r["initialize"]["protocolVersion"], "2025-11-25");
 
     let echo = only(calls_to(r, "echo"), "echo");
     assert_eq!(call_text(echo), "Echo: hello through flowlink");
     let sums = calls_to(r, "get-sum");
     assert_eq!(call_text(sums[0]), "The sum of 19 and 23 is 42.");
-    assert_eq!(sums[1]["result"]["isError"], true, "invalid arguments must be a tool error");
+    assert_eq!(
+        sums[1]["result"]["isError"], true,
+        "invalid arguments must be a tool error"
+    );
 
     let image = only(calls_to(r, "get-tiny-image"), "get-tiny-image");
     let png = &image["result"]["content"][1];
@@ -75,7 +87,10 @@ fn check_tools_report(r: &Value) {
     assert_eq!(&bytes[..4], b"\x89PNG");
 
     let annotated = calls_to(r, "get-annotated-message");
-    assert_eq!(annotated[0]["result"]["content"][0]["annotations"]["priority"], 1.0);
+    assert_eq!(
+        annotated[0]["result"]["content"][0]["annotations"]["priority"],
+        1.0
+    );
     assert_eq!(annotated[1]["result"]["content"][1]["type"], "image");
 
     let links = only(calls_to(r, "get-resource-links"), "get-resource-links");
@@ -88,14 +103,25 @@ fn check_tools_report(r: &Value) {
     assert_eq!(link_count, 4);
 
     let refs = calls_to(r, "get-resource-reference");
-    assert_eq!(refs[0]["result"]["content"][1]["resource"]["uri"], "demo://resource/dynamic/text/2");
+    assert_eq!(
+        refs[0]["result"]["content"][1]["resource"]["uri"],
+        "demo://resource/dynamic/text/2"
+    );
     assert!(refs[1]["result"]["content"][1]["resource"]["blob"].is_string());
 
-    let weather = only(calls_to(r, "get-structured-content"), "get-structured-content");
+    let weather = only(
+        calls_to(r, "get-structured-content"),
+        "get-structured-content",
+    );
     assert!(weather["result"]["structuredContent"]["temperature"].is_number());
 
-    let gz = only(calls_to(r, "gzip-file-as-resource"), "gzip-file-as-resource");
-    let blob = gz["result"]["content"][0]["resource"]["blob"].as_str().expect("gzip blob");
+    let gz = only(
+        calls_to(r, "gzip-file-as-resource"),
+        "gzip-file-as-resource",
+    );
+    let blob = gz["result"]["content"][0]["resource"]["blob"]
+        .as_str()
+        .expect("gzip blob");
     assert_eq!(&decode_base64(blob).expect("base64")[..2], b"\x1f\x8b");
 
     // Progress: three notifications for the three steps, in order.
@@ -112,14 +138,27 @@ fn check_tools_report(r: &Value) {
     let si = &r["server_initiated"];
     assert_eq!(si["sampling_requests"].as_array().map(Vec::len), Some(1));
     assert_eq!(si["sampling_requests"][0]["maxTokens"], 20);
-    let sampling = only(calls_to(r, "trigger-sampling-request"), "trigger-sampling-request");
-    assert!(call_text(sampling).contains("canned sampling answer"), "{sampling}");
+    let sampling = only(
+        calls_to(r, "trigger-sampling-request"),
+        "trigger-sampling-request",
+    );
+    assert!(
+        call_text(sampling).contains("canned sampling answer"),
+        "{sampling}"
+    );
 
     // Elicitation: form accepted, form declined, URL accepted.
     let elicits = calls_to(r, "trigger-elicitation-request");
-    assert!(call_text(elicits[0]).contains("Name: Ada Lovelace"), "{}", elicits[0]);
+    assert!(
+        call_text(elicits[0]).contains("Name: Ada Lovelace"),
+        "{}",
+        elicits[0]
+    );
     assert!(call_text(elicits[1]).contains("declined"), "{}", elicits[1]);
-    let url = only(calls_to(r, "trigger-url-elicitation"), "trigger-url-elicitation");
+    let url = only(
+        calls_to(r, "trigger-url-elicitation"),
+        "trigger-url-elicitation",
+    );
     assert!(call_text(url).contains("e2e-elicit-1"), "{url}");
     assert_eq!(si["elicitation_requests"].as_array().map(Vec::len), Some(3));
     assert_eq!(si["elicitation_requests"][2]["params"]["mode"], "url");
@@ -127,7 +166,10 @@ fn check_tools_report(r: &Value) {
     // Roots: asked once after initialisation, reported by the tool.
     assert_eq!(si["roots_requests"], 1);
     let roots = only(calls_to(r, "get-roots-list"), "get-roots-list");
-    assert!(call_text(roots).contains("file:///flowlink-e2e/workspace"), "{roots}");
+    assert!(
+        call_text(roots).contains("file:///flowlink-e2e/workspace"),
+        "{roots}"
+    );
 
     // Logging: the roots log line, and the simulated logger after logging/setLevel.
     assert!(
@@ -194,8 +236,13 @@ fn check_resources_prompts_report(r: &Value) {
     let resources = r["resources"]["resources"].as_array().expect("resources");
     assert_eq!(resources.len(), 7, "{resources:?}");
     assert_eq!(r["resources"]["pages"], 1);
-    let templates = r["resource_templates"]["resource_templates"].as_array().expect("templates");
-    assert_eq!(templates[0]["uriTemplate"], "demo://resource/dynamic/text/{resourceId}");
+    let templates = r["resource_templates"]["resource_templates"]
+        .as_array()
+        .expect("templates");
+    assert_eq!(
+        templates[0]["uriTemplate"],
+        "demo://resource/dynamic/text/{resourceId}"
+    );
 
     let reads = r["resource_reads"].as_array().expect("reads");
     assert!(
@@ -211,7 +258,10 @@ fn check_resources_prompts_report(r: &Value) {
             .is_some_and(|t| t.starts_with("Resource 1:"))
     );
     assert!(reads[4]["result"]["contents"][0]["blob"].is_string());
-    assert_eq!(reads[5]["error"]["code"], -32602, "unknown resource must be an error");
+    assert_eq!(
+        reads[5]["error"]["code"], -32602,
+        "unknown resource must be an error"
+    );
     assert_eq!(r["subscribe_unsubscribe"], json!([{}, {}]));
 
     let prompts: Vec<&Value> = r["prompts"]["prompts"]
@@ -234,10 +284,16 @@ fn check_resources_prompts_report(r: &Value) {
         gets[1]["result"]["messages"][0]["content"]["text"],
         "What's weather in Lisbon, Lisboa?"
     );
-    assert_eq!(gets[4]["result"]["messages"][1]["content"]["type"], "resource");
+    assert_eq!(
+        gets[4]["result"]["messages"][1]["content"]["type"],
+        "resource"
+    );
     assert_eq!(gets[5]["error"]["code"], -32602);
 
-    assert_eq!(r["completions"][0]["completion"]["values"], json!(["Engineering"]));
+    assert_eq!(
+        r["completions"][0]["completion"]["values"],
+        json!(["Engineering"])
+    );
     assert_eq!(
         r["completions"][1]["completion"]["values"],
         json!(["Alice", "Bob", "Charlie"])
@@ -271,7 +327,10 @@ fn everything_resources_prompts_through_proxy() {
 fn check_cancel_report(r: &Value) {
     assert_eq!(r["cancelled_before_result"], true, "{r}");
     assert_eq!(r["progress_before_cancel_seen"], true, "{r}");
-    assert_eq!(call_text(&r["after_cancel"]), "Echo: still alive after cancel");
+    assert_eq!(
+        call_text(&r["after_cancel"]),
+        "Echo: still alive after cancel"
+    );
 }
 
 #[test]
