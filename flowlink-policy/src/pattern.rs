@@ -11,6 +11,12 @@ pub(crate) enum Pattern {
     Any,
     /// No glob metacharacter: plain string equality.
     Exact(String),
+    /// `literal*`: fast path for the commonest glob.
+    Prefix { text: String, literal: String },
+    /// `*literal`.
+    Suffix { text: String, literal: String },
+    /// `*literal*`.
+    Contains { text: String, literal: String },
     /// A real glob (`*` matches any run of characters, `/` included; case-sensitive).
     Glob { text: String, matcher: GlobMatcher },
 }
@@ -24,8 +30,27 @@ impl Pattern {
         if text.chars().all(|c| c == '*') {
             return Ok(Pattern::Any);
         }
-        if !text.contains(['*', '?', '[', ']', '{', '}', '\\']) {
+        if !has_meta(text) {
             return Ok(Pattern::Exact(text.to_owned()));
+        }
+        let lead = text.strip_prefix('*');
+        let trail = text.strip_suffix('*');
+        let both = lead.and_then(|t| t.strip_suffix('*'));
+        let owned = |literal: &str| (text.to_owned(), literal.to_owned());
+        match (lead, trail, both) {
+            (_, _, Some(mid)) if !mid.is_empty() && !has_meta(mid) => {
+                let (text, literal) = owned(mid);
+                return Ok(Pattern::Contains { text, literal });
+            }
+            (None, Some(head), _) if !has_meta(head) => {
+                let (text, literal) = owned(head);
+                return Ok(Pattern::Prefix { text, literal });
+            }
+            (Some(tail), None, _) if !has_meta(tail) => {
+                let (text, literal) = owned(tail);
+                return Ok(Pattern::Suffix { text, literal });
+            }
+            _ => {}
         }
         let glob = GlobBuilder::new(text)
             .literal_separator(false)
@@ -44,6 +69,9 @@ impl Pattern {
         match self {
             Pattern::Any => true,
             Pattern::Exact(s) => s == name,
+            Pattern::Prefix { literal, .. } => name.starts_with(literal.as_str()),
+            Pattern::Suffix { literal, .. } => name.ends_with(literal.as_str()),
+            Pattern::Contains { literal, .. } => name.contains(literal.as_str()),
             Pattern::Glob { matcher, .. } => matcher.is_match(name),
         }
     }
@@ -53,9 +81,17 @@ impl Pattern {
         match self {
             Pattern::Any => "*",
             Pattern::Exact(s) => s,
-            Pattern::Glob { text, .. } => text,
+            Pattern::Prefix { text, .. }
+            | Pattern::Suffix { text, .. }
+            | Pattern::Contains { text, .. }
+            | Pattern::Glob { text, .. } => text,
         }
     }
+}
+
+/// Whether `s` contains a glob metacharacter.
+fn has_meta(s: &str) -> bool {
+    s.contains(['*', '?', '[', ']', '{', '}', '\\'])
 }
 
 /// A selector: a list of globs, any of which may match. An empty list (key absent) matches all.
@@ -102,6 +138,32 @@ mod tests {
         assert!(p("*").is_match("a/b"));
         assert!(p("claude-*").is_match("claude-code/1.0"));
         assert!(!p("claude-*").is_match("cursor"));
+    }
+
+    #[test]
+    fn fast_paths_agree_with_the_glob_engine() {
+        let globs = [
+            "ab*", "*ab", "*ab*", "a*b", "**ab", "ab**", "*a?b*", "*", "ab", "*[a]*",
+        ];
+        let names = [
+            "", "a", "ab", "abc", "cab", "cabc", "a/b", "axb", "aab", "ba",
+        ];
+        for g in globs {
+            let fast = p(g);
+            let slow = GlobBuilder::new(g)
+                .literal_separator(false)
+                .backslash_escape(true)
+                .build()
+                .expect("valid")
+                .compile_matcher();
+            for n in names {
+                assert_eq!(fast.is_match(n), slow.is_match(n), "glob {g:?} on {n:?}");
+            }
+            assert_eq!(fast.text(), g);
+        }
+        assert!(matches!(p("ab*"), Pattern::Prefix { .. }));
+        assert!(matches!(p("*ab"), Pattern::Suffix { .. }));
+        assert!(matches!(p("*ab*"), Pattern::Contains { .. }));
     }
 
     #[test]

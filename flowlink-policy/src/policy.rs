@@ -238,10 +238,10 @@ impl Policy {
         let mut best: Option<usize> = None;
         let mut matched = 0usize;
         for (i, rule) in self.rules.iter().enumerate() {
-            if let Some(b) = best {
-                if rule.priority < self.rules[b].priority {
-                    break;
-                }
+            if let Some(b) = best
+                && rule.priority < self.rules[b].priority
+            {
+                break;
             }
             if rule.match_call(call).is_err() {
                 continue;
@@ -476,7 +476,7 @@ impl Compiler<'_> {
             rules.push(rule);
         }
         // Stable: equal priorities keep file order.
-        rules.sort_by(|a, b| b.priority.cmp(&a.priority));
+        rules.sort_by_key(|r| std::cmp::Reverse(r.priority));
         policy.rules = rules;
 
         let mut seen: HashMap<String, usize> = HashMap::new();
