@@ -73,7 +73,7 @@ pub struct RateLimiter<C: Clock = DefaultClock> {
     clock: C,
 }
 
-impl std::fmt::Debug for RateLimiter<DefaultClock> {
+impl<C: Clock> std::fmt::Debug for RateLimiter<C> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RateLimiter")
             .field(

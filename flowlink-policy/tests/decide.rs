@@ -70,6 +70,23 @@ fn same_priority_ties_break_block_approve_confirm_allow() {
 }
 
 #[test]
+fn action_and_scope_names() {
+    let names: Vec<&str> = [
+        Action::Allow,
+        Action::Block,
+        Action::Approve,
+        Action::Confirm,
+    ]
+    .into_iter()
+    .map(Action::as_str)
+    .collect();
+    assert_eq!(names, ["allow", "block", "approve", "confirm"]);
+    assert_eq!(Action::Confirm.to_string(), "confirm");
+    assert_eq!(flowlink_policy::RateScope::Tool.as_str(), "tool");
+    assert_eq!(flowlink_policy::RateScope::Agent.as_str(), "agent");
+}
+
+#[test]
 fn default_action_applies_when_nothing_matches() {
     let p = policy("version = 1\ndefault_action = \"block\"\n");
     let d = call("a", "svc", "t", json!({})).decide(&p);

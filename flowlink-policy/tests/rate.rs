@@ -139,6 +139,7 @@ fn several_limits_first_refusal_is_reported() {
 fn default_clock_constructor_and_no_limits() {
     let rl = RateLimiter::new(&Policy::builtin_default());
     assert!(rl.is_empty());
+    assert_eq!(format!("{rl:?}"), "RateLimiter { limits: [] }");
     assert!(rl.check("a", "s", "t").is_ok());
     fn send_sync<T: Send + Sync>(_: &T) {}
     send_sync(&rl);
