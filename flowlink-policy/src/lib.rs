@@ -69,7 +69,10 @@
 //! burst = 5                   # default: the per-period count
 //! ```
 //! Condition tests (exactly one per `[[rules.when]]`): `glob`, `regex`, `equals`, `not_equals`,
-//! `gt`, `gte`, `lt`, `lte`, `present`, `contains`, `one_of`.
+//! `gt`, `gte`, `lt`, `lte`, `present`, `contains`, `one_of`. `glob`, `regex` and `contains`
+//! test strings as they are, numbers and booleans as their JSON text, and arrays or objects by
+//! any scalar inside them (at any depth). An absent argument fails every test but
+//! `present = false`. `gt`/`lt`/... accept numbers and numeric strings.
 //!
 //! # Invariants
 //! - Deciding never fails and never panics: every pattern is compiled and every pointer checked
