@@ -34,8 +34,8 @@ const MIGRATIONS: &[&str] = &[
     CREATE INDEX tool_calls_received ON tool_calls (received_at_us);
     -- `--tool` (exact or prefix), newest first.
     CREATE INDEX tool_calls_tool ON tool_calls (tool, id);
-    -- Session timelines.
-    CREATE INDEX tool_calls_session ON tool_calls (session_id, id);
+    -- No other index: each one is another page written per commit. A session timeline query
+    -- will add (session_id, id) in its own migration.
 
     CREATE TABLE sessions (
         id                  TEXT    NOT NULL PRIMARY KEY,  -- UUIDv7

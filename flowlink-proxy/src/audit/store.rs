@@ -444,7 +444,10 @@ impl Writer {
                     Err(TryRecvError::Empty | TryRecvError::Disconnected) => break,
                 }
             }
-            let backlog = self.depth.fetch_sub(batch.len(), Ordering::Relaxed) - batch.len();
+            let backlog = self
+                .depth
+                .fetch_sub(batch.len(), Ordering::Relaxed)
+                .saturating_sub(batch.len());
             self.warn_backlog(backlog);
             self.process(&mut batch);
         }
