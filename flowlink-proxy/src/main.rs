@@ -30,7 +30,7 @@ struct Cli {
 #[derive(Args, Debug)]
 struct RunArgs {
     /// Service name used by policy rules and audit records (default: the server program's name).
-    #[arg(long)]
+    #[arg(long, allow_hyphen_values = true)]
     name: Option<String>,
     /// Policy file (TOML). Without it a built-in default applies: allow and record everything.
     #[arg(long, env = "FLOWLINK_POLICY")]
@@ -221,7 +221,10 @@ fn run_command(args: RunArgs) -> Result<i32> {
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
-    let code = rt.block_on(relay::run(cfg, tokio::io::stdin(), tokio::io::stdout()));
+    let code = rt.block_on(async {
+        let (input, output) = relay::stdio::client_stdio();
+        relay::run(cfg, input, output).await
+    });
     // Reader tasks may still be parked on a blocking stdin read; do not wait for them.
     rt.shutdown_timeout(Duration::from_millis(100));
     match code {

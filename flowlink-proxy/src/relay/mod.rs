@@ -19,6 +19,7 @@ pub mod decide;
 pub mod framing;
 mod policy_watch;
 mod router;
+pub mod stdio;
 
 use std::path::PathBuf;
 use std::time::Duration;
