@@ -5,7 +5,7 @@ use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender, TryRecvError};
+use std::sync::mpsc::{self, Receiver, Sender, SyncSender, TryRecvError};
 use std::time::{Duration, Instant};
 
 use flowlink_proto::audit::{Outcome, SessionRecord, ToolCallRecord, Verdict};
@@ -21,9 +21,10 @@ pub const DB_FILE_NAME: &str = "audit.sqlite3";
 /// How long a statement waits for another process's write lock before failing.
 pub(crate) const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// After this long without commands, following a write, the writer checkpoints the WAL (which
-/// `fsync`s it), bounding in time what a power cut can take. Never on the hot path.
-pub(crate) const IDLE_CHECKPOINT: Duration = Duration::from_secs(2);
+/// The checkpointer thread checkpoints the WAL (which `fsync`s it) at most this often while
+/// records are being written, bounding in time what a power cut can take. It has a connection of
+/// its own, so the `fsync`s never hold up a commit the relay is waiting for.
+pub(crate) const CHECKPOINT_INTERVAL: Duration = Duration::from_secs(1);
 
 /// The most commands one transaction takes. "Everything queued" in practice: `record_call` callers
 /// wait for their commit, so the queue only grows past this under a burst of fire-and-forget
@@ -136,7 +137,7 @@ impl AuditStore {
             depth: Arc::clone(&depth),
             failed_updates: 0,
             last_failure: None,
-            dirty: false,
+            checkpoint: spawn_checkpointer(&db_path)?,
             last_backlog_warning: None,
         };
         std::thread::Builder::new()
@@ -355,10 +356,48 @@ fn open_writer(db_path: &Path) -> Result<Connection, AuditError> {
     }
     conn.pragma_update(None, "synchronous", "NORMAL")
         .map_err(err)?;
+    // No automatic checkpoints on the write connection: they would run inside a commit that a
+    // tool call is waiting for. The checkpointer thread does them instead.
+    conn.pragma_update(None, "wal_autocheckpoint", 0)
+        .map_err(err)?;
     // Keep the WAL file from staying large after a burst.
     conn.pragma_update(None, "journal_size_limit", 16 * 1024 * 1024)
         .map_err(err)?;
     Ok(conn)
+}
+
+/// Starts the checkpointer: its own connection, woken by the writer after commits, checkpointing
+/// at most once per [`CHECKPOINT_INTERVAL`]. It stops when the writer drops its sender.
+fn spawn_checkpointer(db_path: &Path) -> Result<SyncSender<()>, AuditError> {
+    let err = |source| AuditError::Open {
+        path: db_path.to_owned(),
+        source,
+    };
+    let conn = Connection::open_with_flags(
+        db_path,
+        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .map_err(err)?;
+    conn.busy_timeout(BUSY_TIMEOUT).map_err(err)?;
+    let (tx, rx) = mpsc::sync_channel::<()>(1);
+    let path = db_path.to_owned();
+    std::thread::Builder::new()
+        .name("flowlink-audit-checkpoint".into())
+        .spawn(move || {
+            while rx.recv().is_ok() {
+                // PASSIVE: never waits for the writer or readers; fsyncs the WAL, copies what it
+                // can into the database, fsyncs that.
+                if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
+                    tracing::warn!(path = %path.display(), error = %e, "audit WAL checkpoint failed; will retry after the next write");
+                }
+                std::thread::sleep(CHECKPOINT_INTERVAL);
+            }
+        })
+        .map_err(|source| AuditError::Spawn {
+            path: db_path.to_owned(),
+            source,
+        })?;
+    Ok(tx)
 }
 
 /// Why a write failed, in a form that can be copied to every waiter of a batch.
@@ -419,8 +458,8 @@ struct Writer {
     /// Fire-and-forget updates that failed since the last flush.
     failed_updates: u64,
     last_failure: Option<Failure>,
-    /// Something was committed since the last checkpoint.
-    dirty: bool,
+    /// Wakes the checkpointer after a commit (capacity one: wake-ups coalesce).
+    checkpoint: SyncSender<()>,
     last_backlog_warning: Option<Instant>,
 }
 
@@ -428,14 +467,10 @@ impl Writer {
     fn run(mut self, rx: Receiver<Command>) {
         let mut batch = Vec::new();
         loop {
-            let first = match rx.recv_timeout(IDLE_CHECKPOINT) {
+            let first = match rx.recv() {
                 Ok(cmd) => cmd,
-                Err(RecvTimeoutError::Timeout) => {
-                    self.idle_checkpoint();
-                    continue;
-                }
                 // Every handle is gone and the queue is empty: done.
-                Err(RecvTimeoutError::Disconnected) => break,
+                Err(_) => break,
             };
             batch.push(first);
             while batch.len() < MAX_BATCH {
@@ -451,7 +486,6 @@ impl Writer {
             self.warn_backlog(backlog);
             self.process(&mut batch);
         }
-        self.idle_checkpoint();
         tracing::debug!(path = %self.path.display(), "audit writer stopped");
         // Dropping the connection checkpoints and removes the WAL if no one else has the file open.
     }
@@ -470,24 +504,6 @@ impl Writer {
                 queued = backlog,
                 "the audit writer is falling behind; nothing is dropped, but memory grows"
             );
-        }
-    }
-
-    fn idle_checkpoint(&mut self) {
-        if !self.dirty {
-            return;
-        }
-        // PASSIVE: never waits for readers; fsyncs the WAL, copies what it can, fsyncs the database.
-        match self
-            .conn
-            .query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))
-        {
-            Ok(()) => self.dirty = false,
-            Err(e) => tracing::warn!(
-                path = %self.path.display(),
-                error = %e,
-                "audit WAL checkpoint failed; will retry when idle"
-            ),
         }
     }
 
@@ -516,7 +532,9 @@ impl Writer {
             }
         };
         if results.iter().any(Result::is_ok) {
-            self.dirty = true;
+            // Full means a wake-up is already pending; disconnected means the checkpointer
+            // stopped, and closing the connection at the end still checkpoints.
+            let _ = self.checkpoint.try_send(());
         }
         for (cmd, result) in batch.drain(..).zip(results) {
             self.answer(cmd, result);
