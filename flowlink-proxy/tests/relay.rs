@@ -135,6 +135,10 @@ fn a_cancellation_reaches_the_request_it_names() {
     assert_eq!(cancel["params"]["reason"], "user pressed stop");
     p.close_stdin();
     p.wait();
+    let audit = p.audit();
+    assert_eq!(audit[0]["tool"], "slow");
+    assert_eq!(audit[0]["outcome"], "cancelled");
+    assert_eq!(audit[0]["error"], "user pressed stop");
 }
 
 #[test]

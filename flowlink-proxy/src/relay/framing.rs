@@ -138,7 +138,7 @@ mod tests {
         assert_eq!(got.len(), 2);
         match &got[0] {
             Line::TooLong { len, head } => {
-                assert_eq!(*len, input.len() - 10 - 1);
+                assert_eq!(*len, input.len() - 10);
                 assert!(head.len() <= OVERSIZED_HEAD);
                 assert_eq!(sniff_id(head).as_deref(), Some("17"));
             }

@@ -843,6 +843,18 @@ impl Router {
             tracing::debug!(id = target.as_json(), "cancellation for an unknown or finished request dropped");
             return;
         };
+        // The call ends here as far as the audit trail is concerned; an answer the server may
+        // still send is relayed but does not change the recorded outcome.
+        if let Some(UpstreamOrigin::Client { call, .. }) = self.upstream.get_mut(&up)
+            && let Some(t) = call.take()
+        {
+            let reason = params
+                .as_ref()
+                .and_then(|p| p.get("reason"))
+                .and_then(Value::as_str)
+                .map(|r| shorten(r, 200));
+            self.finish_call(&t, Outcome::Cancelled, reason, Instant::now());
+        }
         let mut params = params.unwrap_or_else(|| json!({}));
         params["requestId"] = Value::from(up);
         msg.set("params", &params);
