@@ -119,6 +119,33 @@ pub fn requires_result_type(protocol_version: Option<&str>) -> bool {
     protocol_version.is_some_and(|v| v >= "2026-07-28")
 }
 
+/// `_meta` key under which 2026-07-28 clients send `clientInfo` with every request.
+pub const META_CLIENT_INFO: &str = "io.modelcontextprotocol/clientInfo";
+/// `_meta` key under which 2026-07-28 clients send their protocol revision with every request.
+pub const META_PROTOCOL_VERSION: &str = "io.modelcontextprotocol/protocolVersion";
+/// `_meta` key under which 2026-07-28 clients send their capabilities with every request.
+pub const META_CLIENT_CAPABILITIES: &str = "io.modelcontextprotocol/clientCapabilities";
+
+impl ClientHello {
+    /// Reads the per-request client identity of the stateless revision from `params._meta`.
+    /// `None` when the request carries none.
+    pub fn from_request_meta(params: Option<&Value>) -> Option<ClientHello> {
+        let meta = params?.get("_meta")?;
+        let info = meta.get(META_CLIENT_INFO)?;
+        Some(ClientHello {
+            client: PeerInfo::from_implementation(Some(info)),
+            protocol_version: meta
+                .get(META_PROTOCOL_VERSION)
+                .and_then(Value::as_str)
+                .map(str::to_owned),
+            capabilities: meta
+                .get(META_CLIENT_CAPABILITIES)
+                .cloned()
+                .unwrap_or(Value::Null),
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -141,29 +168,5 @@ mod tests {
         assert_eq!(s.server.name.as_deref(), Some("everything"));
         assert!(requires_result_type(Some("2026-07-28")));
         assert!(!requires_result_type(Some("2025-11-25")));
-    }
-}
-
-/// `_meta` key under which 2026-07-28 clients send `clientInfo` with every request.
-pub const META_CLIENT_INFO: &str = "io.modelcontextprotocol/clientInfo";
-/// `_meta` key under which 2026-07-28 clients send their protocol revision with every request.
-pub const META_PROTOCOL_VERSION: &str = "io.modelcontextprotocol/protocolVersion";
-/// `_meta` key under which 2026-07-28 clients send their capabilities with every request.
-pub const META_CLIENT_CAPABILITIES: &str = "io.modelcontextprotocol/clientCapabilities";
-
-impl ClientHello {
-    /// Reads the per-request client identity of the stateless revision from `params._meta`.
-    /// `None` when the request carries none.
-    pub fn from_request_meta(params: Option<&Value>) -> Option<ClientHello> {
-        let meta = params?.get("_meta")?;
-        let info = meta.get(META_CLIENT_INFO)?;
-        Some(ClientHello {
-            client: PeerInfo::from_implementation(Some(info)),
-            protocol_version: meta
-                .get(META_PROTOCOL_VERSION)
-                .and_then(Value::as_str)
-                .map(str::to_owned),
-            capabilities: meta.get(META_CLIENT_CAPABILITIES).cloned().unwrap_or(Value::Null),
-        })
     }
 }

@@ -3,8 +3,6 @@
 
 mod support;
 
-use std::time::Duration;
-
 use serde_json::{Value, json};
 use support::*;
 
@@ -52,7 +50,11 @@ fn start(caps: Value) -> Proxy {
     let dir = tempfile::tempdir().unwrap();
     let policy = write_policy(dir.path(), POLICY);
     let policy = policy.display().to_string();
-    let mut p = Proxy::start_in(dir, &["--name", "scripted", "--policy", &policy], &scripted_server());
+    let mut p = Proxy::start_in(
+        dir,
+        &["--name", "scripted", "--policy", &policy],
+        &scripted_server(),
+    );
     p.initialize(caps);
     p
 }
@@ -78,11 +80,16 @@ fn blocked_calls_get_the_rule_message_and_blocked_tools_are_hidden() {
         .map(|t| t["name"].as_str().unwrap().to_owned())
         .collect();
     assert!(!names.contains(&"crash".to_owned()), "{names:?}");
-    assert!(names.contains(&"echo".to_owned()), "conditionally blocked tools stay listed");
+    assert!(
+        names.contains(&"echo".to_owned()),
+        "conditionally blocked tools stay listed"
+    );
 
     // After the server's tool list changes, the new list is examined again.
     p.call(json!(5), "add_tool", json!({"name": "extra"}));
-    p.recv_where("list_changed", |v| v["method"] == "notifications/tools/list_changed");
+    p.recv_where("list_changed", |v| {
+        v["method"] == "notifications/tools/list_changed"
+    });
     let list = p.request(json!(6), "tools/list", json!({}));
     let names: Vec<_> = list["result"]["tools"]
         .as_array()
@@ -94,9 +101,8 @@ fn blocked_calls_get_the_rule_message_and_blocked_tools_are_hidden() {
 
     // The server never saw a blocked call.
     assert!(
-        !p.server_log()
-            .iter()
-            .any(|m| m["params"]["name"] == "crash" || m["params"]["arguments"]["text"] == "my PASSWORD is hunter2")
+        !p.server_log().iter().any(|m| m["params"]["name"] == "crash"
+            || m["params"]["arguments"]["text"] == "my PASSWORD is hunter2")
     );
     p.close_stdin();
     p.wait();
@@ -120,7 +126,12 @@ fn rate_limits_answer_with_retry_after() {
     assert_eq!(r["error"]["code"], -32002, "{r}");
     let retry = r["error"]["data"]["retryAfterMs"].as_u64().unwrap();
     assert!(retry > 0 && retry <= 60_000, "{retry}");
-    assert!(r["error"]["message"].as_str().unwrap().contains("whoami-limit"));
+    assert!(
+        r["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("whoami-limit")
+    );
     p.close_stdin();
     p.wait();
     assert_eq!(p.audit()[2]["verdict"], "rate_limited");
@@ -168,7 +179,9 @@ fn confirm_asks_the_developer_through_elicitation() {
     let ask = p.recv_where("elicitation", |v| v["method"] == "elicitation/create");
     let r = p.response(json!("c3"));
     assert!(text_of(&r).contains("silence is not consent"));
-    let cancel = p.recv_where("withdrawn question", |v| v["method"] == "notifications/cancelled");
+    let cancel = p.recv_where("withdrawn question", |v| {
+        v["method"] == "notifications/cancelled"
+    });
     assert_eq!(cancel["params"]["requestId"], ask["id"]);
     p.close_stdin();
     p.wait();
@@ -209,11 +222,19 @@ fn the_policy_file_is_reloaded_and_a_broken_edit_keeps_the_last_good_one() {
     let r = p.call(json!(2), "echo", json!({"text":"b"}));
     assert_eq!(text_of(&r), "echo is off");
 
-    std::fs::write(&path, "version = 1\n[[rules]]\nid = \"x\"\naction = \"alow\"\n").unwrap();
+    std::fs::write(
+        &path,
+        "version = 1\n[[rules]]\nid = \"x\"\naction = \"alow\"\n",
+    )
+    .unwrap();
     p.wait_stderr("rejected");
     assert!(p.stderr().contains("line 4, column 10"), "{}", p.stderr());
     let r = p.call(json!(3), "echo", json!({"text":"c"}));
-    assert_eq!(text_of(&r), "echo is off", "the last good policy stays in force");
+    assert_eq!(
+        text_of(&r),
+        "echo is off",
+        "the last good policy stays in force"
+    );
     p.close_stdin();
     p.wait();
 }
@@ -252,7 +273,9 @@ fn a_full_disk_fails_closed() {
     let script = format!(
         "trap '' XFSZ; ulimit -f 1024; exec {exe} --data-dir {} -- python3 {}",
         data.display(),
-        workspace().join("examples/servers/scripted_server.py").display()
+        workspace()
+            .join("examples/servers/scripted_server.py")
+            .display()
     );
     let mut p = Proxy::start_raw(dir, &["sh".into(), "-c".into(), script]);
     p.initialize(json!({}));
@@ -270,9 +293,11 @@ fn a_full_disk_fails_closed() {
     assert!(refused_at > 0, "some calls fit before the limit");
     // The refused call never reached the server.
     let marker = format!("{refused_at}-");
-    assert!(!p.server_log().iter().any(|m| m["params"]["arguments"]["text"]
-        .as_str()
-        .is_some_and(|t| t.starts_with(&marker))));
+    assert!(!p.server_log().iter().any(|m| {
+        m["params"]["arguments"]["text"]
+            .as_str()
+            .is_some_and(|t| t.starts_with(&marker))
+    }));
     assert!(p.stderr().contains("audit store failed"), "{}", p.stderr());
     p.close_stdin();
     p.wait();

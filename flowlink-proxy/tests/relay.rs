@@ -18,7 +18,9 @@ fn unreadable_client_input_gets_json_rpc_errors_and_the_session_goes_on() {
     assert_eq!(e["id"], Value::Null);
 
     p.send_raw(b"{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"ping\xff\xfe\"}");
-    let e = p.recv_where("parse error for bad UTF-8", |v| v["error"]["code"] == -32700);
+    let e = p.recv_where("parse error for bad UTF-8", |v| {
+        v["error"]["code"] == -32700
+    });
     assert!(e["error"]["message"].as_str().unwrap().contains("UTF-8"));
 
     p.send(json!({"hello": "world"}));
@@ -37,7 +39,10 @@ fn unreadable_client_input_gets_json_rpc_errors_and_the_session_goes_on() {
     // None of the bad lines reached the server.
     let log = p.server_log();
     assert!(log.iter().all(|m| m.get("hello").is_none()));
-    assert!(!log.iter().any(|m| m["params"]["arguments"]["text"] == big.as_str()));
+    assert!(
+        !log.iter()
+            .any(|m| m["params"]["arguments"]["text"] == big.as_str())
+    );
     p.close_stdin();
     assert_eq!(p.wait(), 0);
 }
@@ -82,7 +87,9 @@ fn ids_are_renumbered_and_mapped_back_exactly() {
     // The client uses a string id; the server asks the client something using the SAME id
     // value the client used; each side must get back exactly its own ids.
     p.send(json!({"jsonrpc":"2.0","id":"5","method":"tools/call","params":{"name":"ask_client","arguments":{"id":"5"}}}));
-    let req = p.recv_where("roots/list from the server", |v| v["method"] == "roots/list");
+    let req = p.recv_where("roots/list from the server", |v| {
+        v["method"] == "roots/list"
+    });
     assert_ne!(req["id"], json!("5"), "server request ids are renumbered");
     p.send(json!({"jsonrpc":"2.0","id":req["id"],"result":{"roots":[{"uri":"file:///tmp","name":"tmp"}]}}));
     let r = p.response(json!("5"));
@@ -118,7 +125,10 @@ fn a_cancellation_reaches_the_request_it_names() {
         {
             break m["id"].clone();
         }
-        assert!(std::time::Instant::now() < deadline, "slow call never reached the server");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "slow call never reached the server"
+        );
         std::thread::sleep(Duration::from_millis(20));
     };
     p.send(json!({"jsonrpc":"2.0","method":"notifications/cancelled","params":{"requestId":"slow-1","reason":"user pressed stop"}}));
@@ -158,7 +168,10 @@ fn batches_are_relayed_as_batches() {
         }
     }
     let ids: Vec<_> = got.iter().map(|v| v["id"].clone()).collect();
-    assert!(ids.contains(&json!("a")) && ids.contains(&json!("b")), "{ids:?}");
+    assert!(
+        ids.contains(&json!("a")) && ids.contains(&json!("b")),
+        "{ids:?}"
+    );
     // The server received one batch line with both requests.
     let log = p.server_log();
     assert!(log.iter().any(|m| m["method"] == "ping"));
@@ -175,7 +188,12 @@ fn a_crashed_server_answers_in_flight_requests_and_comes_back_initialised() {
     p.send(json!({"jsonrpc":"2.0","id":"s","method":"tools/call","params":{"name":"slow","arguments":{"ms":10000}}}));
     let r = p.call(json!(2), "crash", json!({"code": 3}));
     assert_eq!(r["error"]["code"], -32001, "{r}");
-    assert!(r["error"]["message"].as_str().unwrap().contains("exit status 3"));
+    assert!(
+        r["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("exit status 3")
+    );
     let r = p.response(json!("s"));
     assert_eq!(r["error"]["code"], -32001);
     p.wait_stderr("restarting in");
@@ -191,7 +209,12 @@ fn a_crashed_server_answers_in_flight_requests_and_comes_back_initialised() {
     let outcomes: Vec<_> = audit.iter().map(|r| r["outcome"].clone()).collect();
     assert_eq!(
         outcomes,
-        vec![json!("ok"), json!("server_exited"), json!("server_exited"), json!("ok")]
+        vec![
+            json!("ok"),
+            json!("server_exited"),
+            json!("server_exited"),
+            json!("ok")
+        ]
     );
 }
 
@@ -204,7 +227,11 @@ fn restarts_are_limited_per_minute() {
     p.wait_stderr("restarting in");
     let r = p.call(json!(2), "crash", json!({"code": 5}));
     assert_eq!(r["error"]["code"], -32001);
-    assert_eq!(p.wait(), 5, "the proxy gives up with the server's exit status");
+    assert_eq!(
+        p.wait(),
+        5,
+        "the proxy gives up with the server's exit status"
+    );
     assert!(p.stderr().contains("giving up"));
 }
 
@@ -291,7 +318,10 @@ fn kill_dash_nine_loses_no_decided_call() {
         .map(|r| r["arguments"]["text"].as_str().unwrap().to_owned())
         .collect();
     for id in answered {
-        assert!(texts.contains(&format!("n{id}")), "answered call {id} missing from the audit store");
+        assert!(
+            texts.contains(&format!("n{id}")),
+            "answered call {id} missing from the audit store"
+        );
     }
 }
 

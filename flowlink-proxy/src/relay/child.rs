@@ -16,10 +16,14 @@ use tokio::process::{Child, ChildStdin, ChildStdout, Command};
 #[derive(Debug, thiserror::Error)]
 pub enum SpawnError {
     /// No command was given after `--`.
-    #[error("no MCP server command given; put it after `--`, e.g. `flowlink-proxy -- npx -y @modelcontextprotocol/server-everything`")]
+    #[error(
+        "no MCP server command given; put it after `--`, e.g. `flowlink-proxy -- npx -y @modelcontextprotocol/server-everything`"
+    )]
     NoCommand,
     /// The OS refused to start it.
-    #[error("could not start MCP server `{program}`: {source}; check that it is installed and on PATH")]
+    #[error(
+        "could not start MCP server `{program}`: {source}; check that it is installed and on PATH"
+    )]
     Io {
         /// The program.
         program: String,

@@ -93,10 +93,7 @@ pub struct CallFacts<'a> {
 
 /// Decides one call.
 pub fn decide(state: &PolicyState, facts: &CallFacts<'_>) -> Decided {
-    if let Err(limited) = state
-        .limiter
-        .check(facts.agent, facts.service, facts.tool)
-    {
+    if let Err(limited) = state.limiter.check(facts.agent, facts.service, facts.tool) {
         let secs = limited.retry_after.as_secs_f64();
         return Decided {
             plan: Plan::RateLimited {
@@ -173,7 +170,10 @@ pub fn decide(state: &PolicyState, facts: &CallFacts<'_>) -> Decided {
                         verdict: Verdict::Denied,
                         message: format!(
                             "{} This call {why}, so FlowLink's offline rule refused it. Ask the user to run it themselves or to change the policy.",
-                            d.message.clone().unwrap_or_else(|| format!("Tool `{}` requires a person's approval.", facts.tool))
+                            d.message.clone().unwrap_or_else(|| format!(
+                                "Tool `{}` requires a person's approval.",
+                                facts.tool
+                            ))
                         ),
                     },
                     Verdict::Denied,
@@ -285,12 +285,23 @@ mod tests {
         let r = refusal_result("no", Some("2026-07-28"));
         assert_eq!(r["isError"], true);
         assert_eq!(r["resultType"], "complete");
-        assert!(refusal_result("no", Some("2025-06-18")).get("resultType").is_none());
+        assert!(
+            refusal_result("no", Some("2025-06-18"))
+                .get("resultType")
+                .is_none()
+        );
     }
 
     #[test]
     fn form_mode_only_where_the_revision_knows_it() {
-        assert!(confirmation_request("q", Some("2025-06-18")).get("mode").is_none());
-        assert_eq!(confirmation_request("q", Some("2025-11-25"))["mode"], "form");
+        assert!(
+            confirmation_request("q", Some("2025-06-18"))
+                .get("mode")
+                .is_none()
+        );
+        assert_eq!(
+            confirmation_request("q", Some("2025-11-25"))["mode"],
+            "form"
+        );
     }
 }

@@ -126,7 +126,14 @@ mod tests {
                 Line::TooLong { .. } => panic!("not too long"),
             })
             .collect();
-        assert_eq!(data, vec![b"{\"a\":1}".to_vec(), b"{\"bb\":22}".to_vec(), b"last".to_vec()]);
+        assert_eq!(
+            data,
+            vec![
+                b"{\"a\":1}".to_vec(),
+                b"{\"bb\":22}".to_vec(),
+                b"last".to_vec()
+            ]
+        );
     }
 
     #[tokio::test]
@@ -149,7 +156,10 @@ mod tests {
 
     #[test]
     fn sniffs_ids() {
-        assert_eq!(sniff_id(br#"{"jsonrpc":"2.0","id": "ab-1","method""#).as_deref(), Some("\"ab-1\""));
+        assert_eq!(
+            sniff_id(br#"{"jsonrpc":"2.0","id": "ab-1","method""#).as_deref(),
+            Some("\"ab-1\"")
+        );
         assert_eq!(sniff_id(br#"{"method":"x"}"#), None);
     }
 }

@@ -164,9 +164,10 @@ where
 
     let policy = Arc::new(PolicyState::new(
         cfg.initial_policy.clone(),
-        cfg.policy_file
-            .as_ref()
-            .map_or_else(|| "built-in default".to_owned(), |p| p.display().to_string()),
+        cfg.policy_file.as_ref().map_or_else(
+            || "built-in default".to_owned(),
+            |p| p.display().to_string(),
+        ),
     ));
     if let Some(path) = &cfg.policy_file {
         super::policy_watch::spawn(path.clone(), cfg.policy_poll_interval, events_tx.clone());
@@ -277,7 +278,9 @@ fn spawn_signal_listener(events: UnboundedSender<Event>) {
             signal(SignalKind::terminate()),
             signal(SignalKind::interrupt()),
         ) else {
-            tracing::warn!("cannot listen for SIGTERM/SIGINT; the proxy stops only at end of input");
+            tracing::warn!(
+                "cannot listen for SIGTERM/SIGINT; the proxy stops only at end of input"
+            );
             return;
         };
         let name = tokio::select! {
@@ -304,9 +307,9 @@ impl Router {
                 }
                 Event::Server { generation, line } => {
                     if self.server.as_ref().map(|s| s.generation) == Some(generation) {
-                        match line {
-                            Ok(Some(l)) => self.on_server_line(l),
-                            Ok(None) | Err(_) => {} // the exit event follows
+                        // End of output or a read error: the exit event follows.
+                        if let Ok(Some(l)) = line {
+                            self.on_server_line(l);
                         }
                     }
                 }
@@ -322,7 +325,9 @@ impl Router {
                         return self.finish(code).await;
                     }
                 }
-                Event::AuditFailed { upstream_id, error } => self.on_audit_failed(upstream_id, &error),
+                Event::AuditFailed { upstream_id, error } => {
+                    self.on_audit_failed(upstream_id, &error)
+                }
                 Event::ConfirmTimeout { downstream_id } => self.on_confirm_timeout(downstream_id),
                 Event::RestartDue => {
                     if !self.shutting_down
@@ -342,11 +347,7 @@ impl Router {
                 Event::Signal(name) => self.begin_shutdown(name),
             }
         }
-        let code = self
-            .last_status
-            .as_ref()
-            .map(child::exit_code)
-            .unwrap_or(0);
+        let code = self.last_status.as_ref().map(child::exit_code).unwrap_or(0);
         self.finish(code).await
     }
 
@@ -456,7 +457,10 @@ impl Router {
         let now = Instant::now();
         for (_, origin) in pending {
             if let UpstreamOrigin::Client {
-                client_id, call, method, ..
+                client_id,
+                call,
+                method,
+                ..
             } = origin
             {
                 let msg = format!(
@@ -741,9 +745,7 @@ impl Router {
                 Some(msg)
             }
             Kind::Request => {
-                let Some(client_id) = msg.id().cloned() else {
-                    return None;
-                };
+                let client_id = msg.id().cloned()?;
                 let method = msg.method().unwrap_or_default().to_owned();
                 if method == mcp::TOOLS_CALL {
                     self.tools_call(msg, client_id, out);
@@ -798,7 +800,9 @@ impl Router {
             }) => {
                 self.downstream_by_server_id.remove(&server_id);
                 if self.server.as_ref().map(|s| s.generation) != Some(generation) {
-                    tracing::debug!("dropping an answer meant for a server process that has exited");
+                    tracing::debug!(
+                        "dropping an answer meant for a server process that has exited"
+                    );
                     return;
                 }
                 msg.set_id(server_id);
@@ -806,7 +810,10 @@ impl Router {
             }
             Some(DownstreamOrigin::Confirmation) => self.confirmation_answer(down, &msg),
             None => {
-                tracing::warn!(id = down, "client answered an unknown or already answered request; dropped");
+                tracing::warn!(
+                    id = down,
+                    "client answered an unknown or already answered request; dropped"
+                );
             }
         }
     }
@@ -830,8 +837,11 @@ impl Router {
             && let Some(h) = self.held.remove(&key)
         {
             self.downstream.remove(&key);
-            self.store
-                .update_verdict(&h.track.audit_id, Verdict::Denied, "cancelled by the client before the user answered");
+            self.store.update_verdict(
+                &h.track.audit_id,
+                Verdict::Denied,
+                "cancelled by the client before the user answered",
+            );
             self.finish_call(&h.track, Outcome::Cancelled, None, Instant::now());
             self.send_client(&Message::notification(
                 mcp::CANCELLED,
@@ -840,7 +850,10 @@ impl Router {
             return;
         }
         let Some(up) = self.upstream_by_client_id.get(&target).copied() else {
-            tracing::debug!(id = target.as_json(), "cancellation for an unknown or finished request dropped");
+            tracing::debug!(
+                id = target.as_json(),
+                "cancellation for an unknown or finished request dropped"
+            );
             return;
         };
         // The call ends here as far as the audit trail is concerned; an answer the server may
@@ -924,7 +937,9 @@ impl Router {
             action: decided.action.to_owned(),
             rule_id: decided.rule_id.clone(),
             reason: decided.reason.clone(),
-            outcome: if decided.plan == Plan::Forward || matches!(decided.plan, Plan::AskUser { .. }) {
+            outcome: if decided.plan == Plan::Forward
+                || matches!(decided.plan, Plan::AskUser { .. })
+            {
                 Outcome::Pending
             } else {
                 Outcome::NotForwarded
@@ -933,10 +948,7 @@ impl Router {
             duration_us: None,
             error: None,
         };
-        let track = CallTrack {
-            audit_id,
-            received,
-        };
+        let track = CallTrack { audit_id, received };
 
         match decided.plan {
             Plan::Forward => {
@@ -1077,10 +1089,14 @@ impl Router {
         let result = answer.decode("result").ok().flatten();
         let granted = result.as_ref().is_some_and(decide::confirmation_granted);
         if granted {
-            self.store
-                .update_verdict(&held.track.audit_id, Verdict::Approved, "allowed by the user in the editor");
+            self.store.update_verdict(
+                &held.track.audit_id,
+                Verdict::Approved,
+                "allowed by the user in the editor",
+            );
             let up = self.take_upstream_id();
-            self.upstream_by_client_id.insert(held.client_id.clone(), up);
+            self.upstream_by_client_id
+                .insert(held.client_id.clone(), up);
             let mut msg = held.message;
             msg.set_id(Id::number(up));
             let bytes = msg.to_line();
@@ -1106,7 +1122,13 @@ impl Router {
                 }
             })));
         } else {
-            let why = match (answer.is_error_response(), result.as_ref().and_then(|r| r.get("action")).and_then(Value::as_str)) {
+            let why = match (
+                answer.is_error_response(),
+                result
+                    .as_ref()
+                    .and_then(|r| r.get("action"))
+                    .and_then(Value::as_str),
+            ) {
                 (true, _) => "the editor could not show the confirmation",
                 (_, Some("decline")) => "the user declined it in the editor",
                 (_, Some("cancel")) => "the user dismissed the confirmation",
@@ -1121,7 +1143,9 @@ impl Router {
             self.downstream.remove(&down);
             self.send_client(&Message::notification(
                 mcp::CANCELLED,
-                Some(&json!({"requestId": down, "reason": "FlowLink stopped waiting for an answer"})),
+                Some(
+                    &json!({"requestId": down, "reason": "FlowLink stopped waiting for an answer"}),
+                ),
             ));
             self.deny_held(held, "no answer came in time (silence is not consent)");
         }
@@ -1130,7 +1154,12 @@ impl Router {
     fn deny_held(&mut self, held: HeldCall, why: &str) {
         self.store
             .update_verdict(&held.track.audit_id, Verdict::Denied, why);
-        self.finish_call(&held.track, Outcome::NotForwarded, Some(why.to_owned()), Instant::now());
+        self.finish_call(
+            &held.track,
+            Outcome::NotForwarded,
+            Some(why.to_owned()),
+            Instant::now(),
+        );
         let text = format!(
             "FlowLink did not run this tool call: {why}. Ask the user how to proceed instead of retrying the same call."
         );
@@ -1141,7 +1170,8 @@ impl Router {
     }
 
     fn finish_call(&self, t: &CallTrack, outcome: Outcome, error: Option<String>, now: Instant) {
-        let duration = i64::try_from(now.duration_since(t.received).as_micros()).unwrap_or(i64::MAX);
+        let duration =
+            i64::try_from(now.duration_since(t.received).as_micros()).unwrap_or(i64::MAX);
         self.store
             .record_outcome(&t.audit_id, outcome, now_us(), duration, error);
     }
@@ -1152,10 +1182,14 @@ impl Router {
         let bytes = match line {
             Line::Data(b) => b,
             Line::TooLong { len, head } => {
-                tracing::error!(len, "MCP server wrote a message over the size limit; dropped");
+                tracing::error!(
+                    len,
+                    "MCP server wrote a message over the size limit; dropped"
+                );
                 if let Some(up) = sniff_id(&head).and_then(|t| t.parse::<u64>().ok())
-                    && let Some(UpstreamOrigin::Client { client_id, call, .. }) =
-                        self.upstream.remove(&up)
+                    && let Some(UpstreamOrigin::Client {
+                        client_id, call, ..
+                    }) = self.upstream.remove(&up)
                 {
                     self.upstream_by_client_id.remove(&client_id);
                     let text = format!(
@@ -1163,9 +1197,19 @@ impl Router {
                         self.cfg.max_message_bytes
                     );
                     if let Some(t) = call {
-                        self.finish_call(&t, Outcome::ProtocolError, Some(text.clone()), Instant::now());
+                        self.finish_call(
+                            &t,
+                            Outcome::ProtocolError,
+                            Some(text.clone()),
+                            Instant::now(),
+                        );
                     }
-                    self.send_client(&Message::error(client_id, jsonrpc::MESSAGE_TOO_LARGE, &text, None));
+                    self.send_client(&Message::error(
+                        client_id,
+                        jsonrpc::MESSAGE_TOO_LARGE,
+                        &text,
+                        None,
+                    ));
                 }
                 return;
             }
@@ -1225,7 +1269,9 @@ impl Router {
                     return None;
                 }
                 if msg.method() == Some(mcp::TOOLS_LIST_CHANGED) {
-                    tracing::info!("the server's tool list changed; the next tools/list is re-examined");
+                    tracing::info!(
+                        "the server's tool list changed; the next tools/list is re-examined"
+                    );
                 }
                 Some(msg)
             }
@@ -1289,7 +1335,10 @@ impl Router {
                         self.flush_backlog();
                     }
                     None => {
-                        tracing::warn!(id = up, "MCP server answered an unknown or already answered request; dropped");
+                        tracing::warn!(
+                            id = up,
+                            "MCP server answered an unknown or already answered request; dropped"
+                        );
                     }
                 }
                 None

@@ -126,9 +126,11 @@ impl Proxy {
 
     fn recv_fresh(&mut self, timeout: Duration) -> Option<Value> {
         match self.lines.recv_timeout(timeout) {
-            Ok(line) => Some(serde_json::from_str(&line).unwrap_or_else(|e| {
-                panic!("proxy wrote a non-JSON line to stdout ({e}): {line}")
-            })),
+            Ok(line) => {
+                Some(serde_json::from_str(&line).unwrap_or_else(|e| {
+                    panic!("proxy wrote a non-JSON line to stdout ({e}): {line}")
+                }))
+            }
             Err(RecvTimeoutError::Timeout) => None,
             Err(RecvTimeoutError::Disconnected) => None,
         }
