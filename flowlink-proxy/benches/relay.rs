@@ -35,13 +35,23 @@ fn main() {
     ];
     proxied_cmd.extend(direct_cmd.clone());
 
-    println!("flowlink-proxy relay benchmark: {calls} sequential tools/call round trips each way, {pipelined} pipelined pings");
+    println!(
+        "flowlink-proxy relay benchmark: {calls} sequential tools/call round trips each way, {pipelined} pipelined pings"
+    );
     let direct = round_trips(&direct_cmd, calls);
     let proxied = round_trips(&proxied_cmd, calls);
     let (p50d, p99d) = (pct(&direct, 50.0), pct(&direct, 99.0));
     let (p50p, p99p) = (pct(&proxied, 50.0), pct(&proxied, 99.0));
-    println!("tools/call round trip direct : p50 {:>8.1} µs  p99 {:>8.1} µs", us(p50d), us(p99d));
-    println!("tools/call round trip proxied: p50 {:>8.1} µs  p99 {:>8.1} µs", us(p50p), us(p99p));
+    println!(
+        "tools/call round trip direct : p50 {:>8.1} µs  p99 {:>8.1} µs",
+        us(p50d),
+        us(p99d)
+    );
+    println!(
+        "tools/call round trip proxied: p50 {:>8.1} µs  p99 {:>8.1} µs",
+        us(p50p),
+        us(p99p)
+    );
     println!(
         "added by the proxy          : p50 {:>8.1} µs  p99 {:>8.1} µs",
         us(p50p.saturating_sub(p50d)),
@@ -51,10 +61,16 @@ fn main() {
     let rate_direct = throughput(&direct_cmd, pipelined);
     let rate_proxied = throughput(&proxied_cmd, pipelined);
     println!("pipelined ping request+response pairs/s direct : {rate_direct:>10.0}");
-    println!("pipelined ping request+response pairs/s proxied: {rate_proxied:>10.0}  ({:.0} messages/s through the proxy, both directions)", rate_proxied * 2.0);
+    println!(
+        "pipelined ping request+response pairs/s proxied: {rate_proxied:>10.0}  ({:.0} messages/s through the proxy, both directions)",
+        rate_proxied * 2.0
+    );
 
     let rss = idle_rss(&proxied_cmd);
-    println!("proxy resident memory after initialize, idle 1 s: {:.1} MiB", rss as f64 / 1024.0);
+    println!(
+        "proxy resident memory after initialize, idle 1 s: {:.1} MiB",
+        rss as f64 / 1024.0
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }
 
@@ -147,7 +163,10 @@ fn throughput(cmd: &[String], n: usize) -> f64 {
     let mut s = Session::start(cmd);
     let mut payload = String::with_capacity(n * 48);
     for i in 0..n {
-        payload.push_str(&format!(r#"{{"jsonrpc":"2.0","id":{},"method":"ping"}}"#, i + 1));
+        payload.push_str(&format!(
+            r#"{{"jsonrpc":"2.0","id":{},"method":"ping"}}"#,
+            i + 1
+        ));
         payload.push('\n');
     }
     let t = Instant::now();
@@ -175,7 +194,8 @@ fn throughput(cmd: &[String], n: usize) -> f64 {
 fn idle_rss(cmd: &[String]) -> u64 {
     let s = Session::start(cmd);
     std::thread::sleep(Duration::from_secs(1));
-    let status = std::fs::read_to_string(format!("/proc/{}/status", s.child.id())).unwrap_or_default();
+    let status =
+        std::fs::read_to_string(format!("/proc/{}/status", s.child.id())).unwrap_or_default();
     let kib = status
         .lines()
         .find(|l| l.starts_with("VmRSS:"))
@@ -203,11 +223,19 @@ fn echo_server() {
         };
         let Some(id) = msg.get("id") else { continue };
         let result = match msg["method"].as_str() {
-            Some("initialize") => serde_json::json!({"protocolVersion":"2025-06-18","capabilities":{"tools":{}},"serverInfo":{"name":"bench-echo","version":"1"}}),
-            Some("tools/call") => serde_json::json!({"content":[{"type":"text","text": msg["params"]["arguments"]["text"]}]}),
+            Some("initialize") => {
+                serde_json::json!({"protocolVersion":"2025-06-18","capabilities":{"tools":{}},"serverInfo":{"name":"bench-echo","version":"1"}})
+            }
+            Some("tools/call") => {
+                serde_json::json!({"content":[{"type":"text","text": msg["params"]["arguments"]["text"]}]})
+            }
             _ => serde_json::json!({}),
         };
-        let _ = writeln!(out, "{}", serde_json::json!({"jsonrpc":"2.0","id":id,"result":result}));
+        let _ = writeln!(
+            out,
+            "{}",
+            serde_json::json!({"jsonrpc":"2.0","id":id,"result":result})
+        );
         // Flush when nothing more is waiting, so pipelined input is answered in batches.
         if input.buffer().is_empty() {
             let _ = out.flush();

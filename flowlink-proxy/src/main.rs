@@ -19,7 +19,11 @@ use flowlink_proxy::relay::{self, RelayConfig};
 /// Put it in front of an MCP server in your editor's configuration:
 ///   flowlink-proxy --name git --policy ~/.config/flowlink/policy.toml -- uvx mcp-server-git
 #[derive(Parser, Debug)]
-#[command(name = "flowlink-proxy", version, args_conflicts_with_subcommands = true)]
+#[command(
+    name = "flowlink-proxy",
+    version,
+    args_conflicts_with_subcommands = true
+)]
 struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
