@@ -48,12 +48,23 @@ impl Proxy {
     }
 
     pub fn start_in(dir: tempfile::TempDir, flags: &[&str], server: &[String]) -> Proxy {
+        Self::start_with_env(dir, flags, server, &std::collections::HashMap::new())
+    }
+
+    /// Like [`Proxy::start_in`], with extra environment variables for the proxy.
+    pub fn start_with_env(
+        dir: tempfile::TempDir,
+        flags: &[&str],
+        server: &[String],
+        env: &std::collections::HashMap<&str, String>,
+    ) -> Proxy {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_flowlink-proxy"));
         cmd.arg("--data-dir")
             .arg(dir.path().join("data"))
             .args(flags)
             .arg("--")
-            .args(server);
+            .args(server)
+            .envs(env.iter().map(|(k, v)| (*k, v.as_str())));
         Self::launch(dir, cmd)
     }
 
