@@ -95,19 +95,21 @@ impl ServerHello {
     /// Reads the result of `initialize` or `server/discover`.
     pub fn from_result(result: Option<&Value>) -> ServerHello {
         let get = |k: &str| result.and_then(|p| p.get(k));
-        // `server/discover` results list supported versions instead of one chosen version.
+        // `server/discover` results list supported versions instead of one chosen version; the
+        // newest is what a current client will speak (dates sort as text).
         let version = get("protocolVersion")
             .and_then(Value::as_str)
             .map(str::to_owned)
             .or_else(|| {
                 get("supportedVersions")
                     .and_then(Value::as_array)
-                    .and_then(|a| a.first())
-                    .and_then(Value::as_str)
+                    .and_then(|a| a.iter().filter_map(Value::as_str).max())
                     .map(str::to_owned)
             });
+        // The stateless revision moves `serverInfo` into `_meta`.
+        let info = get("serverInfo").or_else(|| get("_meta").and_then(|m| m.get(META_SERVER_INFO)));
         ServerHello {
-            server: PeerInfo::from_implementation(get("serverInfo")),
+            server: PeerInfo::from_implementation(info),
             protocol_version: version,
             capabilities: get("capabilities").cloned().unwrap_or(Value::Null),
         }
@@ -123,6 +125,8 @@ pub fn requires_result_type(protocol_version: Option<&str>) -> bool {
 pub const META_CLIENT_INFO: &str = "io.modelcontextprotocol/clientInfo";
 /// `_meta` key under which 2026-07-28 clients send their protocol revision with every request.
 pub const META_PROTOCOL_VERSION: &str = "io.modelcontextprotocol/protocolVersion";
+/// `_meta` key under which 2026-07-28 servers send `serverInfo` with results.
+pub const META_SERVER_INFO: &str = "io.modelcontextprotocol/serverInfo";
 /// `_meta` key under which 2026-07-28 clients send their capabilities with every request.
 pub const META_CLIENT_CAPABILITIES: &str = "io.modelcontextprotocol/clientCapabilities";
 
@@ -167,6 +171,19 @@ mod tests {
         ));
         assert_eq!(s.server.name.as_deref(), Some("everything"));
         assert!(requires_result_type(Some("2026-07-28")));
+        let d = ServerHello::from_result(Some(&json!({
+            "supportedVersions": ["2025-11-25", "2026-07-28"],
+            "_meta": {"io.modelcontextprotocol/serverInfo": {"name": "modern", "version": "2"}}
+        })));
+        assert_eq!(d.protocol_version.as_deref(), Some("2026-07-28"));
+        assert_eq!(d.server.name.as_deref(), Some("modern"));
+        let c = ClientHello::from_request_meta(Some(&json!({"_meta": {
+            "io.modelcontextprotocol/clientInfo": {"name": "cli", "version": "1"},
+            "io.modelcontextprotocol/protocolVersion": "2026-07-28"
+        }})))
+        .unwrap();
+        assert_eq!(c.client.name.as_deref(), Some("cli"));
+        assert_eq!(c.protocol_version.as_deref(), Some("2026-07-28"));
         assert!(!requires_result_type(Some("2025-11-25")));
     }
 }
