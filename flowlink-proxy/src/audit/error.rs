@@ -140,9 +140,9 @@ pub enum AuditError {
         detail: String,
     },
 
-    /// The record was refused by the schema (for example a duplicate id).
+    /// The record was refused by the schema (a constraint failed).
     #[error(
-        "the audit database {} refused a record: {detail}; every call needs a new UUIDv7 id",
+        "the audit database {} refused a record: {detail}; the database may have been altered by hand: move it aside and a new one will be started",
         path.display()
     )]
     Rejected {
@@ -169,8 +169,70 @@ pub enum AuditError {
         last: String,
     },
 
-    /// The record's arguments could not be encoded as JSON.
-    #[error("cannot encode the arguments of call {id} as JSON: {source}")]
+    /// The journal directory or a journal segment could not be created.
+    #[error(
+        "cannot create the audit journal file {}: {source}; {hint}; until then tool calls are refused",
+        path.display()
+    )]
+    JournalCreate {
+        /// The directory or segment file.
+        path: PathBuf,
+        /// What to do, from the error.
+        hint: String,
+        /// Why.
+        source: std::io::Error,
+    },
+
+    /// A call could not be appended to the journal, so it is not on record and must not be acted on.
+    #[error(
+        "cannot append to the audit journal {}: {source}; {hint}; until then tool calls that cannot be recorded are refused",
+        path.display()
+    )]
+    JournalWrite {
+        /// The segment file.
+        path: PathBuf,
+        /// What to do, from the error.
+        hint: String,
+        /// Why.
+        source: std::io::Error,
+    },
+
+    /// The journal (its directory or a segment) could not be read during recovery.
+    #[error(
+        "cannot read the audit journal {}: {source}; check that it is readable and writable by this user (the calls in it are not yet in the database)",
+        path.display()
+    )]
+    JournalRead {
+        /// The directory or segment file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+
+    /// Journaled calls could not be written to the database (they stay in the journal).
+    #[error(
+        "{calls} tool call record(s) and {updates} update(s) could not be written to the audit database {} (last error: {last}); the calls are kept in the journal {} and are imported by the next start of flowlink-proxy or by `flowlink-proxy audit`; free disk space in {}",
+        path.display(),
+        journal.display(),
+        dir.display()
+    )]
+    CallsNotIngested {
+        /// The database file.
+        path: PathBuf,
+        /// The journal directory.
+        journal: PathBuf,
+        /// The data directory.
+        dir: PathBuf,
+        /// How many calls failed.
+        calls: u64,
+        /// How many fire-and-forget updates failed too.
+        updates: u64,
+        /// The last failure, in words.
+        last: String,
+    },
+
+    /// The record could not be encoded as JSON.
+    #[error("cannot encode the record of call {id} as JSON: {source}")]
     Encode {
         /// The call id.
         id: String,

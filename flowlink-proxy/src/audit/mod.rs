@@ -52,6 +52,7 @@
 //! proxies write. [`render_table`] and [`render_json_lines`] print the result.
 
 mod error;
+mod journal;
 mod query;
 mod render;
 mod schema;
@@ -61,6 +62,7 @@ mod store;
 mod tests;
 
 pub use error::AuditError;
+pub use journal::{JOURNAL_DIR_NAME, recover};
 pub use query::{AuditQuery, parse_since, query_calls};
 pub use render::{render_json_lines, render_table};
 pub use store::{AuditStore, DB_FILE_NAME, default_data_dir};

@@ -3,7 +3,7 @@
 use std::path::Path;
 
 use flowlink_proto::audit::{Outcome, ToolCallRecord, Verdict};
-use rusqlite::{Connection, Row, TransactionBehavior};
+use rusqlite::{Connection, Row, TransactionBehavior, params};
 
 use super::AuditError;
 
@@ -189,4 +189,37 @@ impl RawCall {
             error: self.error,
         })
     }
+}
+
+/// Inserts a call unless one with its id is already on record (then changes nothing and returns 0),
+/// so replaying a journal segment is harmless. Returns the number of rows inserted.
+pub(crate) fn insert_call(conn: &Connection, r: &ToolCallRecord) -> rusqlite::Result<usize> {
+    let arguments = serde_json::to_string(&r.arguments)
+        .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
+    conn.prepare_cached(
+        "INSERT INTO tool_calls (id, schema, session_id, received_at_us, decided_at_us, \
+         agent, service, tool, arguments, verdict, action, rule_id, reason, outcome, \
+         finished_at_us, duration_us, error) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17) \
+         ON CONFLICT (id) DO NOTHING",
+    )?
+    .execute(params![
+        r.id,
+        r.schema,
+        r.session_id,
+        r.received_at_us,
+        r.decided_at_us,
+        r.agent,
+        r.service,
+        r.tool,
+        arguments,
+        r.verdict.as_str(),
+        r.action,
+        r.rule_id,
+        r.reason,
+        r.outcome.as_str(),
+        r.finished_at_us,
+        r.duration_us,
+        r.error,
+    ])
 }

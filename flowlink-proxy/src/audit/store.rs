@@ -1,11 +1,13 @@
 //! [`AuditStore`]: the handle the relay writes through, and the writer thread behind it.
 
 use std::fs::{DirBuilder, OpenOptions};
+use std::io::Write;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Receiver, Sender, SyncSender, TryRecvError};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use flowlink_proto::audit::{Outcome, SessionRecord, ToolCallRecord, Verdict};
@@ -13,6 +15,7 @@ use rusqlite::{Connection, ErrorCode, OpenFlags, TransactionBehavior, params};
 use tokio::sync::oneshot;
 
 use super::AuditError;
+use super::journal::{self, JOURNAL_DIR_NAME, SEGMENT_LIMIT, Segment};
 use super::schema;
 
 /// The database file's name inside the data directory.
@@ -23,47 +26,63 @@ pub(crate) const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The checkpointer thread checkpoints the WAL (which `fsync`s it) at most this often while
 /// records are being written, bounding in time what a power cut can take. It has a connection of
-/// its own, so the `fsync`s never hold up a commit the relay is waiting for.
+/// its own, so the `fsync`s never hold up the writer.
 pub(crate) const CHECKPOINT_INTERVAL: Duration = Duration::from_secs(1);
 
-/// The most commands one transaction takes. "Everything queued" in practice: `record_call` callers
-/// wait for their commit, so the queue only grows past this under a burst of fire-and-forget
-/// updates, and then the cap keeps each commit (and the wait of the calls in it) short.
+/// The most commands one transaction takes: "everything queued", capped so that one commit stays
+/// short even after a burst.
 const MAX_BATCH: usize = 4096;
 
 /// Queue depth at which the writer warns that it is falling behind.
 const BACKLOG_WARN: usize = 10_000;
+
+/// After a journal segment could not be rotated (a new one could not be created), wait this long
+/// before trying again; meanwhile the full segment keeps growing, which is harmless.
+const ROTATION_RETRY: Duration = Duration::from_secs(1);
 
 /// `directories::ProjectDirs` data directory for FlowLink (e.g. `~/.local/share/flowlink` on Linux).
 pub fn default_data_dir() -> Option<PathBuf> {
     directories::ProjectDirs::from("dev", "FlowLink", "flowlink").map(|d| d.data_dir().to_owned())
 }
 
-/// A cheap, cloneable handle to the audit store. All clones share one writer thread; the thread
-/// finishes its queue and exits when the last clone is dropped.
+/// A cheap, cloneable handle to the audit store. All clones share one journal segment and one
+/// writer thread. When the last clone is dropped the live segment is handed to the writer, the
+/// writer finishes its queue (deleting the segment once it is all in SQLite), and the drop waits
+/// for it.
 #[derive(Clone)]
 pub struct AuditStore {
     inner: Arc<Inner>,
 }
 
 struct Inner {
-    /// Unbounded on purpose. A bounded channel would leave the synchronous fire-and-forget methods
-    /// two bad choices when full: drop the update (silent loss, forbidden) or block the caller (an
-    /// async relay task, stalling the runtime). The queue is bounded in practice anyway: each
-    /// `record_call` waits for its commit, so calls in the queue are at most the calls in flight, and
-    /// each call queues a small fixed number of updates after it. `depth` makes a backlog visible in
-    /// the logs instead.
+    /// Unbounded on purpose. A bounded channel would leave the synchronous methods two bad choices
+    /// when full: drop the command (silent loss, forbidden) or block the caller (an async relay task,
+    /// stalling the runtime). Every call is in the journal before it is queued, so the queue is
+    /// only a buffer in front of SQLite; the writer takes up to [`MAX_BATCH`] commands per commit,
+    /// far faster than tool calls arrive. `depth` makes a backlog visible in the logs.
     tx: Sender<Command>,
     depth: Arc<AtomicUsize>,
+    /// The appender: taken for the few microseconds of one `write` (and, rarely, a rotation).
+    journal: Mutex<Appender>,
     db_path: PathBuf,
+    writer: Option<JoinHandle<()>>,
+}
+
+/// The journal side of the store: this process's live segment.
+struct Appender {
+    dir: PathBuf,
+    /// `None` after the segment was retired and a new one could not be created yet.
+    current: Option<Segment>,
+    /// Rotate past this many bytes.
+    limit: u64,
+    /// Do not retry a failed rotation before this.
+    retry_rotation_at: Option<Instant>,
 }
 
 /// A unit of work for the writer thread.
 enum Command {
-    Insert {
-        row: Box<CallRow>,
-        done: oneshot::Sender<Result<(), AuditError>>,
-    },
+    /// A journaled call, to be ingested.
+    Insert(Box<ToolCallRecord>),
     Outcome {
         id: String,
         outcome: Outcome,
@@ -81,12 +100,10 @@ enum Command {
     Flush {
         done: oneshot::Sender<Result<(), AuditError>>,
     },
-}
-
-/// A [`ToolCallRecord`] with its JSON already encoded (on the caller's thread, not the writer's).
-struct CallRow {
-    rec: ToolCallRecord,
-    arguments: String,
+    /// A retired segment: every one of its records was queued before this. Delete it once they are
+    /// all committed; keep it (for recovery) if any of them failed. Holds the segment's lock until
+    /// then.
+    SegmentDone(Box<Segment>),
 }
 
 /// A [`SessionRecord`] with its JSON already encoded.
@@ -97,36 +114,54 @@ struct SessionRow {
     server_capabilities: String,
 }
 
+/// Knobs for tests; [`AuditStore::open`] uses the defaults.
+#[derive(Default)]
+pub(crate) struct Options {
+    /// `PRAGMA max_page_count` on the writer connection, to simulate a full database.
+    pub(crate) max_pages: Option<u32>,
+    /// Rotate journal segments past this many bytes instead of [`SEGMENT_LIMIT`].
+    pub(crate) segment_limit: Option<u64>,
+    /// While set, the writer ingests nothing (it waits before each batch).
+    pub(crate) hold_ingest: Option<Arc<AtomicBool>>,
+}
+
 impl AuditStore {
-    /// Opens (creating if needed) `<data_dir>/audit.sqlite3`, migrates it and starts the writer thread.
+    /// Opens (creating if needed) `<data_dir>/audit.sqlite3` and the journal `<data_dir>/journal/`,
+    /// migrates the database, replays the journal segments of processes that stopped (see
+    /// [`super::recover`]; a failure there is logged and the segments are kept), starts this
+    /// process's own segment and the writer thread.
     pub fn open(data_dir: &Path) -> Result<AuditStore, AuditError> {
-        Self::open_inner(data_dir, |_| Ok(()))
+        Self::open_inner(data_dir, Options::default())
     }
 
-    /// [`AuditStore::open`] with a size cap on the writer connection, to simulate a full disk.
+    /// [`AuditStore::open`] with test knobs.
     #[cfg(test)]
-    pub(crate) fn open_with_max_pages(
-        data_dir: &Path,
-        max_pages: u32,
-    ) -> Result<AuditStore, AuditError> {
-        Self::open_inner(data_dir, |conn| {
-            conn.pragma_update(None, "max_page_count", max_pages)
-        })
+    pub(crate) fn open_with(data_dir: &Path, options: Options) -> Result<AuditStore, AuditError> {
+        Self::open_inner(data_dir, options)
     }
 
-    fn open_inner(
-        data_dir: &Path,
-        tweak: impl FnOnce(&Connection) -> rusqlite::Result<()>,
-    ) -> Result<AuditStore, AuditError> {
+    fn open_inner(data_dir: &Path, options: Options) -> Result<AuditStore, AuditError> {
         prepare_dir(data_dir)?;
         let db_path = data_dir.join(DB_FILE_NAME);
         prepare_files(&db_path)?;
         let mut conn = open_writer(&db_path)?;
         schema::migrate(&mut conn, &db_path)?;
-        tweak(&conn).map_err(|source| AuditError::Open {
-            path: db_path.clone(),
-            source,
-        })?;
+        if let Some(pages) = options.max_pages {
+            conn.pragma_update(None, "max_page_count", pages)
+                .map_err(|source| AuditError::Open {
+                    path: db_path.clone(),
+                    source,
+                })?;
+        }
+
+        let journal_dir = data_dir.join(JOURNAL_DIR_NAME);
+        journal::prepare_journal_dir(&journal_dir)?;
+        if let Err(e) = journal::replay_all(&mut conn, &db_path, data_dir) {
+            // The segments stay where they are; the next open (or `flowlink-proxy audit`) retries.
+            // Recording new calls does not depend on them.
+            tracing::error!(error = %e, "could not recover every audit journal segment of stopped processes");
+        }
+        let first = journal::create_segment(&journal_dir)?;
 
         let (tx, rx) = mpsc::channel();
         let depth = Arc::new(AtomicUsize::new(0));
@@ -134,39 +169,56 @@ impl AuditStore {
             conn,
             path: db_path.clone(),
             dir: data_dir.to_owned(),
+            journal_dir: journal_dir.clone(),
             depth: Arc::clone(&depth),
             failed_updates: 0,
+            failed_calls: 0,
             last_failure: None,
+            segment_failed: false,
             checkpoint: spawn_checkpointer(&db_path)?,
             last_backlog_warning: None,
+            hold: options.hold_ingest,
         };
-        std::thread::Builder::new()
+        let writer = std::thread::Builder::new()
             .name("flowlink-audit-writer".into())
             .spawn(move || writer.run(rx))
             .map_err(|source| AuditError::Spawn {
                 path: db_path.clone(),
                 source,
             })?;
-        tracing::debug!(path = %db_path.display(), "audit store open");
+        tracing::debug!(path = %db_path.display(), segment = %first.path.display(), "audit store open");
         Ok(AuditStore {
-            inner: Arc::new(Inner { tx, depth, db_path }),
+            inner: Arc::new(Inner {
+                tx,
+                depth,
+                journal: Mutex::new(Appender {
+                    dir: journal_dir,
+                    current: Some(first),
+                    limit: options.segment_limit.unwrap_or(SEGMENT_LIMIT),
+                    retry_rotation_at: None,
+                }),
+                db_path,
+                writer: Some(writer),
+            }),
         })
     }
 
-    /// Records a tool call. Resolves only once the row is committed; errors if it was not (disk
-    /// full, database locked, writer stopped), in which case the caller must not act on the call.
+    /// Records a tool call: appends it to this process's journal segment (one `write`, no `fsync`)
+    /// and queues it for SQLite. Once this returns `Ok` the call is in the operating system's page
+    /// cache and survives the process being killed; it reaches SQLite within milliseconds (see
+    /// [`AuditStore::flush`]). Errors if the journal write failed (disk full, file-size limit, I/O
+    /// error) or the writer stopped; then nothing of the record stays in the journal and the caller
+    /// must not act on the call.
+    ///
+    /// Ids must be unique (UUIDv7): a call whose id is already on record is ignored by SQLite, which
+    /// is what makes replaying the journal harmless.
     pub async fn record_call(&self, rec: ToolCallRecord) -> Result<(), AuditError> {
-        let arguments =
-            serde_json::to_string(&rec.arguments).map_err(|source| AuditError::Encode {
-                id: rec.id.clone(),
-                source,
-            })?;
-        let (done, wait) = oneshot::channel();
-        self.send(Command::Insert {
-            row: Box::new(CallRow { rec, arguments }),
-            done,
+        let mut line = serde_json::to_vec(&rec).map_err(|source| AuditError::Encode {
+            id: rec.id.clone(),
+            source,
         })?;
-        wait.await.map_err(|_| self.writer_gone())?
+        line.push(b'\n');
+        self.inner.append(&line, rec)
     }
 
     /// Records how a call ended. Does not wait; failures are logged and reported by the next
@@ -179,7 +231,7 @@ impl AuditStore {
         duration_us: i64,
         error: Option<String>,
     ) {
-        self.send_or_log(Command::Outcome {
+        self.inner.send_or_log(Command::Outcome {
             id: id.to_owned(),
             outcome,
             finished_at_us,
@@ -191,7 +243,7 @@ impl AuditStore {
     /// Changes a call's verdict (e.g. pending -> approved) and reason, and sets its decision time to
     /// now. Does not wait.
     pub fn update_verdict(&self, id: &str, verdict: Verdict, reason: &str) {
-        self.send_or_log(Command::Verdict {
+        self.inner.send_or_log(Command::Verdict {
             id: id.to_owned(),
             verdict,
             reason: reason.to_owned(),
@@ -210,12 +262,13 @@ impl AuditStore {
         })();
         match encoded {
             Ok((command, client_capabilities, server_capabilities)) => {
-                self.send_or_log(Command::Session(Box::new(SessionRow {
-                    rec: s,
-                    command,
-                    client_capabilities,
-                    server_capabilities,
-                })))
+                self.inner
+                    .send_or_log(Command::Session(Box::new(SessionRow {
+                        rec: s,
+                        command,
+                        client_capabilities,
+                        server_capabilities,
+                    })))
             }
             Err(e) => tracing::error!(
                 session = %s.id,
@@ -225,12 +278,14 @@ impl AuditStore {
         }
     }
 
-    /// Waits until everything queued so far is committed. Errors if the writer stopped, or if any
-    /// fire-and-forget update since the previous flush could not be written.
+    /// Waits until everything queued so far (calls and updates) is committed to SQLite. Errors if
+    /// the writer stopped, or if any call or fire-and-forget update since the previous flush could
+    /// not be written ([`AuditError::CallsNotIngested`]: the calls are still in the journal;
+    /// [`AuditError::UpdatesFailed`]: only updates were lost).
     pub async fn flush(&self) -> Result<(), AuditError> {
         let (done, wait) = oneshot::channel();
-        self.send(Command::Flush { done })?;
-        wait.await.map_err(|_| self.writer_gone())?
+        self.inner.send(Command::Flush { done })?;
+        wait.await.map_err(|_| self.inner.writer_gone())?
     }
 
     /// The database file.
@@ -238,10 +293,111 @@ impl AuditStore {
         &self.inner.db_path
     }
 
+    /// The live journal segment's path.
+    #[cfg(test)]
+    pub(crate) fn segment_path(&self) -> Option<PathBuf> {
+        self.inner
+            .appender()
+            .current
+            .as_ref()
+            .map(|s| s.path.clone())
+    }
+
+    /// Simulates this process dying as far as its live segment is concerned: closes it (releasing
+    /// its lock) without handing it to the writer. The next `record_call` starts a new segment.
+    #[cfg(test)]
+    pub(crate) fn abandon_segment(&self) -> Option<PathBuf> {
+        let seg = self.inner.appender().current.take()?;
+        Some(seg.path.clone())
+    }
+}
+
+impl Inner {
+    fn appender(&self) -> std::sync::MutexGuard<'_, Appender> {
+        // The appender's state stays consistent at every step, so a panic elsewhere with the lock
+        // held does not make it unusable.
+        self.journal.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Journals `line` (the encoded `rec`) and queues `rec`, under the appender lock so that journal
+    /// order and queue order agree (a segment's `SegmentDone` must follow all its records).
+    fn append(&self, line: &[u8], rec: ToolCallRecord) -> Result<(), AuditError> {
+        let mut app = self.appender();
+        if app.current.is_none() {
+            app.current = Some(journal::create_segment(&app.dir)?);
+        }
+        let Appender { dir, current, .. } = &mut *app;
+        let Some(seg) = current.as_mut() else {
+            unreachable!("a segment was just opened");
+        };
+        let prev = seg.len;
+        if let Err(source) = (&*seg.file).write_all(line) {
+            let err = AuditError::JournalWrite {
+                path: seg.path.clone(),
+                hint: journal::io_hint(&source, dir),
+                source,
+            };
+            tracing::error!(call = %rec.id, error = %err, "tool call not recorded");
+            self.undo(&mut app, prev);
+            return Err(err);
+        }
+        seg.len = prev + line.len() as u64;
+        if let Err(e) = self.send(Command::Insert(Box::new(rec))) {
+            self.undo(&mut app, prev);
+            return Err(e);
+        }
+        self.rotate_if_full(&mut app);
+        Ok(())
+    }
+
+    /// Cuts a failed (possibly partial) write off the live segment, so no half line stays. If even
+    /// that fails, retires the segment (its torn last line is ignored by recovery) so the next call
+    /// starts a clean one.
+    fn undo(&self, app: &mut Appender, prev: u64) {
+        let Some(seg) = app.current.as_mut() else {
+            return;
+        };
+        match seg.file.set_len(prev) {
+            Ok(()) => seg.len = prev,
+            Err(e) => {
+                tracing::error!(
+                    segment = %seg.path.display(),
+                    error = %e,
+                    "cannot cut a failed write off the audit journal; starting a new segment"
+                );
+                if let Some(seg) = app.current.take() {
+                    self.send_or_log(Command::SegmentDone(Box::new(seg)));
+                }
+            }
+        }
+    }
+
+    /// Retires the live segment once it is past the limit and starts a new one.
+    fn rotate_if_full(&self, app: &mut Appender) {
+        let full = app.current.as_ref().is_some_and(|s| s.len >= app.limit);
+        if !full || app.retry_rotation_at.is_some_and(|t| Instant::now() < t) {
+            return;
+        }
+        match journal::create_segment(&app.dir) {
+            Ok(new) => {
+                app.retry_rotation_at = None;
+                if let Some(old) = app.current.replace(new) {
+                    // If the writer is gone the old segment is dropped, unlocked, and replayed by
+                    // the next recovery.
+                    self.send_or_log(Command::SegmentDone(Box::new(old)));
+                }
+            }
+            Err(e) => {
+                app.retry_rotation_at = Some(Instant::now() + ROTATION_RETRY);
+                tracing::warn!(error = %e, "cannot start a new audit journal segment; the current one keeps growing");
+            }
+        }
+    }
+
     fn send(&self, cmd: Command) -> Result<(), AuditError> {
-        self.inner.depth.fetch_add(1, Ordering::Relaxed);
-        self.inner.tx.send(cmd).map_err(|_| {
-            self.inner.depth.fetch_sub(1, Ordering::Relaxed);
+        self.depth.fetch_add(1, Ordering::Relaxed);
+        self.tx.send(cmd).map_err(|_| {
+            self.depth.fetch_sub(1, Ordering::Relaxed);
             self.writer_gone()
         })
     }
@@ -254,7 +410,30 @@ impl AuditStore {
 
     fn writer_gone(&self) -> AuditError {
         AuditError::WriterGone {
-            path: self.inner.db_path.clone(),
+            path: self.db_path.clone(),
+        }
+    }
+}
+
+impl Drop for Inner {
+    /// Clean shutdown: hand the live segment to the writer, close the queue and wait for the writer
+    /// to ingest everything, so a clean run leaves no journal behind.
+    fn drop(&mut self) {
+        let app = self
+            .journal
+            .get_mut()
+            .unwrap_or_else(PoisonError::into_inner);
+        if let Some(seg) = app.current.take() {
+            self.depth.fetch_add(1, Ordering::Relaxed);
+            // If the writer is gone the segment is dropped (unlocked) and recovered later.
+            let _ = self.tx.send(Command::SegmentDone(Box::new(seg)));
+        }
+        let (closed, _) = mpsc::channel();
+        drop(std::mem::replace(&mut self.tx, closed));
+        if let Some(writer) = self.writer.take()
+            && writer.join().is_err()
+        {
+            tracing::error!(path = %self.db_path.display(), "the audit writer thread panicked");
         }
     }
 }
@@ -275,7 +454,7 @@ fn now_us() -> i64 {
 
 /// Creates the data directory (0700 for each level created). Warns if an existing one is open to
 /// other users; the files inside are 0600 regardless.
-fn prepare_dir(dir: &Path) -> Result<(), AuditError> {
+pub(crate) fn prepare_dir(dir: &Path) -> Result<(), AuditError> {
     let err = |source| AuditError::CreateDir {
         path: dir.to_owned(),
         source,
@@ -303,7 +482,7 @@ fn prepare_dir(dir: &Path) -> Result<(), AuditError> {
 
 /// Creates the database file 0600 before SQLite does, and tightens the database and any existing
 /// `-wal` / `-shm` file to 0600 (SQLite creates those with the database file's mode).
-fn prepare_files(db_path: &Path) -> Result<(), AuditError> {
+pub(crate) fn prepare_files(db_path: &Path) -> Result<(), AuditError> {
     let err = |source| AuditError::CreateFile {
         path: db_path.to_owned(),
         source,
@@ -334,7 +513,7 @@ fn prepare_files(db_path: &Path) -> Result<(), AuditError> {
 }
 
 /// Opens the write connection: WAL, `synchronous=NORMAL`, busy timeout.
-fn open_writer(db_path: &Path) -> Result<Connection, AuditError> {
+pub(crate) fn open_writer(db_path: &Path) -> Result<Connection, AuditError> {
     let err = |source| AuditError::Open {
         path: db_path.to_owned(),
         source,
@@ -402,7 +581,7 @@ fn spawn_checkpointer(db_path: &Path) -> Result<SyncSender<()>, AuditError> {
 
 /// Why a write failed, in a form that can be copied to every waiter of a batch.
 #[derive(Clone, Debug)]
-enum Failure {
+pub(crate) enum Failure {
     DiskFull,
     Locked,
     Rejected(String),
@@ -410,7 +589,7 @@ enum Failure {
 }
 
 impl Failure {
-    fn from_sqlite(e: &rusqlite::Error) -> Failure {
+    pub(crate) fn from_sqlite(e: &rusqlite::Error) -> Failure {
         match e.sqlite_error_code() {
             Some(ErrorCode::DiskFull) => Failure::DiskFull,
             Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked) => Failure::Locked,
@@ -419,7 +598,7 @@ impl Failure {
         }
     }
 
-    fn to_error(&self, path: &Path, dir: &Path) -> AuditError {
+    pub(crate) fn to_error(&self, path: &Path, dir: &Path) -> AuditError {
         match self {
             Failure::DiskFull => AuditError::DiskFull {
                 path: path.to_owned(),
@@ -454,13 +633,21 @@ struct Writer {
     conn: Connection,
     path: PathBuf,
     dir: PathBuf,
+    journal_dir: PathBuf,
     depth: Arc<AtomicUsize>,
     /// Fire-and-forget updates that failed since the last flush.
     failed_updates: u64,
+    /// Journaled calls that could not be ingested since the last flush.
+    failed_calls: u64,
     last_failure: Option<Failure>,
+    /// A call of the segment being ingested (the one the next `SegmentDone` names) failed, so
+    /// that segment must be kept for recovery.
+    segment_failed: bool,
     /// Wakes the checkpointer after a commit (capacity one: wake-ups coalesce).
     checkpoint: SyncSender<()>,
     last_backlog_warning: Option<Instant>,
+    /// Tests: while set, ingest nothing.
+    hold: Option<Arc<AtomicBool>>,
 }
 
 impl Writer {
@@ -472,6 +659,11 @@ impl Writer {
                 // Every handle is gone and the queue is empty: done.
                 Err(_) => break,
             };
+            if let Some(hold) = &self.hold {
+                while hold.load(Ordering::Acquire) {
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+            }
             batch.push(first);
             while batch.len() < MAX_BATCH {
                 match rx.try_recv() {
@@ -502,18 +694,18 @@ impl Writer {
             tracing::warn!(
                 path = %self.path.display(),
                 queued = backlog,
-                "the audit writer is falling behind; nothing is dropped, but memory grows"
+                "the audit writer is falling behind; nothing is dropped (every call is in the journal), but memory grows"
             );
         }
     }
 
-    /// Writes a batch and answers its waiters.
+    /// Writes a batch, then settles each command in order (after the commit).
     fn process(&mut self, batch: &mut Vec<Command>) {
         let results = match write_batch(&mut self.conn, batch) {
             Ok(results) => results,
             Err(failure) => {
                 // The batch as a whole failed. Retry each command alone, so one bad command costs
-                // only itself and every waiter learns its own fate.
+                // only itself.
                 tracing::warn!(
                     path = %self.path.display(),
                     commands = batch.len(),
@@ -537,26 +729,36 @@ impl Writer {
             let _ = self.checkpoint.try_send(());
         }
         for (cmd, result) in batch.drain(..).zip(results) {
-            self.answer(cmd, result);
+            self.settle(cmd, result);
         }
     }
 
-    fn answer(&mut self, cmd: Command, result: Result<(), Failure>) {
+    fn settle(&mut self, cmd: Command, result: Result<(), Failure>) {
         match cmd {
-            Command::Insert { row, done } => {
-                if let Err(f) = &result {
+            Command::Insert(rec) => {
+                if let Err(f) = result {
                     tracing::error!(
                         path = %self.path.display(),
-                        call = %row.rec.id,
+                        call = %rec.id,
                         error = %f.describe(),
-                        "tool call not recorded"
+                        "tool call not written to the audit database; it stays in the journal for recovery"
                     );
+                    self.failed_calls += 1;
+                    self.segment_failed = true;
+                    self.last_failure = Some(f);
                 }
-                // The waiter may have gone (its future dropped): the row is written regardless.
-                let _ = done.send(result.map_err(|f| f.to_error(&self.path, &self.dir)));
             }
+            Command::SegmentDone(seg) => self.segment_done(*seg),
             Command::Flush { done } => {
                 let answer = match self.last_failure.take() {
+                    Some(last) if self.failed_calls > 0 => Err(AuditError::CallsNotIngested {
+                        path: self.path.clone(),
+                        journal: self.journal_dir.clone(),
+                        dir: self.dir.clone(),
+                        calls: std::mem::take(&mut self.failed_calls),
+                        updates: std::mem::take(&mut self.failed_updates),
+                        last: last.describe(),
+                    }),
                     Some(last) => Err(AuditError::UpdatesFailed {
                         path: self.path.clone(),
                         dir: self.dir.clone(),
@@ -571,6 +773,27 @@ impl Writer {
                 self.note_update(result, "call", &id)
             }
             Command::Session(s) => self.note_update(result, "session", &s.rec.id),
+        }
+    }
+
+    /// Every record of `seg` has been settled: delete it if they are all committed, otherwise keep
+    /// it (unlocked, so recovery replays it). Dropping `seg` releases its lock.
+    fn segment_done(&mut self, seg: Segment) {
+        if std::mem::take(&mut self.segment_failed) {
+            tracing::warn!(
+                segment = %seg.path.display(),
+                "keeping an audit journal segment whose calls could not all be written to the database; the next start of flowlink-proxy or `flowlink-proxy audit` imports it"
+            );
+            return;
+        }
+        match std::fs::remove_file(&seg.path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => tracing::warn!(
+                segment = %seg.path.display(),
+                error = %e,
+                "cannot delete an ingested audit journal segment; replaying it later is harmless"
+            ),
         }
     }
 
@@ -628,33 +851,10 @@ fn write_batch(
 /// The SQL for one command.
 fn apply(conn: &Connection, cmd: &Command) -> rusqlite::Result<()> {
     match cmd {
-        Command::Insert { row, .. } => {
-            let r = &row.rec;
-            conn.prepare_cached(
-                "INSERT INTO tool_calls (id, schema, session_id, received_at_us, decided_at_us, \
-                 agent, service, tool, arguments, verdict, action, rule_id, reason, outcome, \
-                 finished_at_us, duration_us, error) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)",
-            )?
-            .execute(params![
-                r.id,
-                r.schema,
-                r.session_id,
-                r.received_at_us,
-                r.decided_at_us,
-                r.agent,
-                r.service,
-                r.tool,
-                row.arguments,
-                r.verdict.as_str(),
-                r.action,
-                r.rule_id,
-                r.reason,
-                r.outcome.as_str(),
-                r.finished_at_us,
-                r.duration_us,
-                r.error,
-            ])?;
+        Command::Insert(rec) => {
+            if schema::insert_call(conn, rec)? == 0 {
+                tracing::warn!(call = %rec.id, "a call with this id is already on record; the new record was ignored");
+            }
         }
         Command::Outcome {
             id,
@@ -730,7 +930,7 @@ fn apply(conn: &Connection, cmd: &Command) -> rusqlite::Result<()> {
                 r.last_exit,
             ])?;
         }
-        Command::Flush { .. } => {}
+        Command::Flush { .. } | Command::SegmentDone(_) => {}
     }
     Ok(())
 }
