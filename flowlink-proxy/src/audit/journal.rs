@@ -67,6 +67,8 @@ pub(crate) fn create_segment(dir: &Path) -> Result<Segment, AuditError> {
         hint: io_hint(&source, dir),
         source,
     };
+    // std opens with O_CLOEXEC, so the wrapped MCP server (spawned by this process) never inherits
+    // the descriptor, and with it the lock, which would make a dead proxy's segment look live.
     let file = OpenOptions::new()
         .append(true)
         .create_new(true)
