@@ -282,6 +282,13 @@ fn policy_command(cmd: PolicyCommand) -> Result<i32> {
 
 fn audit_command(a: AuditArgs) -> Result<i32> {
     let dir = data_dir_or_default(a.data_dir)?;
+    // Calls a killed proxy journalled but did not get into the database yet come in first.
+    // A reader without write access still reads what is there.
+    if dir.exists()
+        && let Err(e) = audit::recover(&dir)
+    {
+        eprintln!("flowlink-proxy: warning: could not replay the audit journal: {e}");
+    }
     let db = dir.join("audit.sqlite3");
     if !db.exists() {
         bail!(
