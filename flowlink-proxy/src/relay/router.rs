@@ -604,7 +604,26 @@ impl Router {
         };
         let pending: Vec<UpstreamOrigin> = self.upstream.drain().map(|(_, o)| o).collect();
         for origin in pending {
-            if let UpstreamOrigin::Client { call: Some(t), .. } = origin {
+            let UpstreamOrigin::Client {
+                client_id, call, ..
+            } = origin
+            else {
+                continue;
+            };
+            if outcome == Outcome::ServerExited {
+                // The proxy is giving up on the server while the client is still there: requests
+                // queued for the restart that will not happen get an answer that says so.
+                self.send_client(&Message::error(
+                    client_id,
+                    jsonrpc::SERVER_EXITED,
+                    &format!(
+                        "MCP server `{}` keeps exiting and FlowLink stopped restarting it; see the proxy's stderr",
+                        self.cfg.service
+                    ),
+                    None,
+                ));
+            }
+            if let Some(t) = call {
                 self.finish_call(&t, outcome, None, now);
             }
         }
@@ -633,15 +652,9 @@ impl Router {
         let bytes = match line {
             Line::Data(b) => b,
             Line::TooLong { len, head } => {
-                let id = sniff_id(&head).map(|t| {
-                    jsonrpc::Frame::parse(format!("{{\"id\":{t},\"result\":null}}").as_bytes())
-                        .ok()
-                        .and_then(|f| match f {
-                            Frame::Single(m) => m.id().cloned(),
-                            Frame::Batch(_) => None,
-                        })
-                        .unwrap_or_else(Id::null)
-                });
+                let id = sniff_id(&head)
+                    .and_then(|t| serde_json::from_str::<Value>(&t).ok())
+                    .and_then(|v| Id::from_value(&v));
                 tracing::warn!(len, "client message over the size limit refused");
                 self.send_client(&Message::error(
                     id.unwrap_or_else(Id::null),

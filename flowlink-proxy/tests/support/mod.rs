@@ -36,6 +36,7 @@ pub struct Proxy {
     stdin: Option<ChildStdin>,
     lines: Receiver<String>,
     stderr: Arc<Mutex<String>>,
+    stderr_done: Receiver<()>,
     pub dir: tempfile::TempDir,
     pending: Vec<Value>,
 }
@@ -95,17 +96,20 @@ impl Proxy {
         let stderr = Arc::new(Mutex::new(String::new()));
         let err_buf = stderr.clone();
         let err = child.stderr.take().expect("stderr");
+        let (stderr_done_tx, stderr_done) = channel();
         std::thread::spawn(move || {
             for line in BufReader::new(err).lines() {
-                let Ok(line) = line else { return };
+                let Ok(line) = line else { break };
                 err_buf.lock().expect("lock").push_str(&(line + "\n"));
             }
+            let _ = stderr_done_tx.send(());
         });
         Proxy {
             stdin: child.stdin.take(),
             child,
             lines: rx,
             stderr,
+            stderr_done,
             dir,
             pending: Vec::new(),
         }
@@ -212,6 +216,8 @@ impl Proxy {
         let deadline = Instant::now() + TIMEOUT;
         loop {
             if let Some(st) = self.child.try_wait().expect("try_wait") {
+                // Everything the proxy wrote to stderr has been read once the pipe closes.
+                let _ = self.stderr_done.recv_timeout(Duration::from_secs(5));
                 return st.code().unwrap_or(-1);
             }
             if Instant::now() > deadline {
