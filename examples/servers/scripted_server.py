@@ -6,7 +6,8 @@ garbage to stdout, answer ids nobody sent, send huge results, spawn grandchildre
 client's request ids for their own requests. Python standard library only.
 
 Every message the server receives is appended as one JSON line to $SCRIPTED_SERVER_LOG (if set),
-so tests can assert on what actually reached the server.
+and every line exactly as received to $SCRIPTED_SERVER_RAW_LOG (if set), so tests can assert on
+what actually reached the server, down to the byte.
 
 Tools:
   echo {text}                 -> text
@@ -32,6 +33,7 @@ import time
 
 LOCK = threading.Lock()
 LOG = os.environ.get("SCRIPTED_SERVER_LOG")
+RAW_LOG = os.environ.get("SCRIPTED_SERVER_RAW_LOG")
 STATE = {"initializes": 0, "cancelled": [], "extra_tools": [], "waiting": {}}
 CANCELLED = set()
 
@@ -156,6 +158,9 @@ def handle(msg):
 
 def main():
     for line in sys.stdin:
+        if RAW_LOG:
+            with open(RAW_LOG, "a", encoding="utf-8") as f:
+                f.write(line if line.endswith("\n") else line + "\n")
         line = line.strip()
         if not line:
             continue

@@ -347,3 +347,69 @@ fn the_session_record_has_both_peers() {
     assert_eq!(a[0]["agent"], "relay-test");
     assert_eq!(a[0]["service"], "scripted");
 }
+
+#[test]
+fn what_no_rule_touches_arrives_byte_for_byte_and_in_order() {
+    let mut p = Proxy::start(&[], &scripted_server());
+    p.initialize(json!({}));
+    // Odd spacing, number spellings, escapes, unknown members and trace context: a notification
+    // is forwarded as the exact bytes the client wrote; a request differs only in its id.
+    let note = r#"{"jsonrpc":"2.0", "method":"notifications/x-custom","params":{"n":1.50,"big":123456789012345678901234567890,"s":"\u00e9\n","_meta":{"traceparent":"00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"}},"x-extension":{"k":[]}}"#;
+    let req = r#"{"jsonrpc":"2.0","id":"q-1","method":"tools/call","params":{"name":"echo","arguments":{"text":"t","n":1.50},"_meta":{"progressToken":"p1","traceparent":"00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"}}}"#;
+    p.send_raw(note.as_bytes());
+    p.send_raw(req.as_bytes());
+    for i in 0..20 {
+        if i % 2 == 0 {
+            p.send(json!({"jsonrpc":"2.0","method":"notifications/x-seq","params":{"i": i}}));
+        } else {
+            p.send(json!({"jsonrpc":"2.0","id": format!("seq-{i}"),"method":"ping"}));
+        }
+    }
+    p.response(json!("q-1"));
+    p.response(json!("seq-19"));
+    let raw = p.server_raw();
+    assert!(
+        raw.iter().any(|l| l == note),
+        "notification altered: {raw:#?}"
+    );
+    let forwarded = raw
+        .iter()
+        .find(|l| l.contains("\"name\":\"echo\""))
+        .expect("the call reached the server");
+    let up_id = serde_json::from_str::<Value>(forwarded).unwrap()["id"].clone();
+    assert_eq!(
+        *forwarded,
+        req.replace("\"id\":\"q-1\"", &format!("\"id\":{up_id}")),
+        "only the id may change"
+    );
+    // Order per direction: the sequence reached the server as it was sent.
+    let log = p.server_log();
+    let notes: Vec<i64> = log
+        .iter()
+        .filter_map(|m| m["params"]["i"].as_i64())
+        .collect();
+    let pings: Vec<i64> = log
+        .iter()
+        .filter(|m| m["method"] == "ping")
+        .filter_map(|m| m["id"].as_i64())
+        .collect();
+    let sent_pings: Vec<Value> = p
+        .server_log()
+        .iter()
+        .filter(|m| m["method"] == "ping" || m["method"] == "notifications/x-seq")
+        .map(|m| m["method"].clone())
+        .collect();
+    assert_eq!(sent_pings.len(), 20);
+    for (i, m) in sent_pings.iter().enumerate() {
+        let expected = if i % 2 == 0 {
+            "notifications/x-seq"
+        } else {
+            "ping"
+        };
+        assert_eq!(m, expected, "message {i} out of order");
+    }
+    assert_eq!(notes, (0..20).step_by(2).collect::<Vec<i64>>());
+    assert!(pings.windows(2).all(|w| w[0] < w[1]), "{pings:?}");
+    p.close_stdin();
+    p.wait();
+}

@@ -78,6 +78,7 @@ impl Proxy {
 
     fn launch(dir: tempfile::TempDir, mut cmd: Command) -> Proxy {
         cmd.env("SCRIPTED_SERVER_LOG", dir.path().join("server.log"))
+            .env("SCRIPTED_SERVER_RAW_LOG", dir.path().join("server.raw"))
             .env("FLOWLINK_LOG", "info")
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -260,6 +261,15 @@ impl Proxy {
 
     pub fn audit(&self) -> Vec<Value> {
         audit_records(&self.data_dir())
+    }
+
+    /// The lines the scripted server read, exactly as it read them.
+    pub fn server_raw(&self) -> Vec<String> {
+        std::fs::read_to_string(self.dir.path().join("server.raw"))
+            .unwrap_or_default()
+            .lines()
+            .map(str::to_owned)
+            .collect()
     }
 }
 
