@@ -112,6 +112,21 @@ impl fmt::Display for Explanation {
                 self.default_action
             )?;
         }
+        if !self.decision.findings.is_empty() {
+            writeln!(f, "shield findings (risk {}):", self.decision.risk)?;
+            for cf in &self.decision.findings {
+                writeln!(
+                    f,
+                    "  - {} [{}, risk {}] in `{}` ({}): {}",
+                    cf.finding.id,
+                    cf.finding.category,
+                    cf.finding.risk,
+                    cf.pointer,
+                    cf.kind.as_str(),
+                    cf.finding.explanation
+                )?;
+            }
+        }
         writeln!(f, "decision: {}", self.decision.action)?;
         writeln!(f, "reason: {}", self.decision.reason)?;
         if let Some(m) = &self.decision.message {

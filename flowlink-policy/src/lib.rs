@@ -97,8 +97,11 @@ mod pattern;
 mod policy;
 mod rate;
 mod raw;
+pub mod shield;
 
 pub use error::PolicyError;
 pub use explain::{Explanation, RuleTrace, TraceOutcome};
-pub use policy::{Action, Decision, Labels, Policy, ToolCall};
+pub use policy::{
+    Action, CallFinding, Decision, Labels, Policy, SHIELD_RULE_ID, ShieldVerdict, ToolCall,
+};
 pub use rate::{RateLimited, RateLimiter, RateScope};

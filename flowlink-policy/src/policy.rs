@@ -14,7 +14,9 @@ use crate::error::{PolicyError, line_column};
 use crate::explain::{Explanation, RuleTrace, TraceOutcome};
 use crate::pattern::{Pattern, Patterns};
 use crate::rate::{RateLimitSpec, RateScope};
-use crate::raw::{OneOrMany, RawCondition, RawPolicy, RawRateLimit, RawRule};
+use crate::raw::{OneOrMany, RawCondition, RawPolicy, RawRateLimit, RawRule, RawShield};
+use crate::shield::extract::{self, Mapping};
+use crate::shield::{self, InputKind, ShieldConfig, ShieldFinding, SqlDialect};
 
 /// Environment labels of the proxy (`env = "prod"`, `team = "payments"`), matched by rules'
 /// `labels` tables.
@@ -97,6 +99,66 @@ pub struct Decision {
     pub message: Option<String>,
     /// One human sentence saying why, for logs and the audit trail.
     pub reason: String,
+    /// What the shield found in the call's arguments (empty when it is off or found nothing).
+    pub findings: Vec<CallFinding>,
+    /// The highest risk among `findings`, 0–100.
+    pub risk: u8,
+}
+
+/// A shield finding located in a call: which argument it came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CallFinding {
+    /// JSON pointer of the argument that was analysed.
+    pub pointer: String,
+    /// How it was analysed.
+    pub kind: InputKind,
+    /// What was found.
+    pub finding: ShieldFinding,
+}
+
+/// The shield's verdict on a piece of text ([`Policy::shield_check`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ShieldVerdict {
+    /// `Block` at or above `block_at`, `Approve` at or above `approve_at`, else `Allow`.
+    pub action: Action,
+    /// The highest risk among the findings.
+    pub risk: u8,
+    /// What was found, highest risk first.
+    pub findings: Vec<ShieldFinding>,
+}
+
+/// The shield's settings from the `[shield]` table.
+#[derive(Debug, Clone)]
+pub(crate) struct ShieldSettings {
+    pub(crate) enabled: bool,
+    pub(crate) config: ShieldConfig,
+    pub(crate) block_at: u8,
+    pub(crate) approve_at: u8,
+    pub(crate) priority: i64,
+    pub(crate) mappings: Vec<Mapping>,
+}
+
+impl Default for ShieldSettings {
+    fn default() -> Self {
+        ShieldSettings {
+            enabled: true,
+            config: ShieldConfig::default(),
+            block_at: 80,
+            approve_at: 40,
+            priority: 0,
+            mappings: Vec::new(),
+        }
+    }
+}
+
+/// The id decisions made by the shield's thresholds carry in place of a rule id.
+pub const SHIELD_RULE_ID: &str = "shield";
+
+/// What the shield found in one call.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Report {
+    pub(crate) findings: Vec<CallFinding>,
+    pub(crate) risk: u8,
 }
 
 /// A compiled rule.
@@ -112,6 +174,10 @@ pub(crate) struct Rule {
     pub(crate) action: Action,
     pub(crate) message: Option<String>,
     pub(crate) conditions: Vec<Condition>,
+    /// Matches only calls with a finding whose id matches one of these globs.
+    pub(crate) findings: Option<Patterns>,
+    /// Matches only calls whose risk is at least this.
+    pub(crate) min_risk: Option<u8>,
 }
 
 /// Why a rule did not match; indices point into the rule's labels or conditions.
@@ -122,6 +188,8 @@ enum Miss {
     Agent,
     Label(usize),
     Condition(usize),
+    Finding,
+    Risk,
 }
 
 impl Rule {
@@ -151,18 +219,52 @@ impl Rule {
         Ok(())
     }
 
-    fn match_call(&self, call: &ToolCall<'_>) -> Result<(), Miss> {
+    fn match_call(&self, call: &ToolCall<'_>, report: &Report) -> Result<(), Miss> {
         self.match_target(call.agent, call.service, call.tool, call.labels)?;
         for (i, c) in self.conditions.iter().enumerate() {
             if !c.holds(call.arguments) {
                 return Err(Miss::Condition(i));
             }
         }
+        if let Some(globs) = &self.findings
+            && !report.findings.iter().any(|f| globs.is_match(f.finding.id))
+        {
+            return Err(Miss::Finding);
+        }
+        if let Some(min) = self.min_risk
+            && report.risk < min
+        {
+            return Err(Miss::Risk);
+        }
         Ok(())
     }
 
-    fn describe_miss(&self, miss: Miss, call: &ToolCall<'_>) -> String {
+    /// Whether the rule's outcome depends on the call's arguments.
+    fn is_conditional(&self) -> bool {
+        !self.conditions.is_empty() || self.findings.is_some() || self.min_risk.is_some()
+    }
+
+    fn describe_miss(&self, miss: Miss, call: &ToolCall<'_>, report: &Report) -> String {
         match miss {
+            Miss::Finding => {
+                let ids: Vec<&str> = report.findings.iter().map(|f| f.finding.id).collect();
+                format!(
+                    "no shield finding matches {} (findings: {})",
+                    self.findings
+                        .as_ref()
+                        .map_or_else(String::new, ToString::to_string),
+                    if ids.is_empty() {
+                        "none".to_owned()
+                    } else {
+                        ids.join(", ")
+                    }
+                )
+            }
+            Miss::Risk => format!(
+                "risk {} is below min_risk {}",
+                report.risk,
+                self.min_risk.unwrap_or(0)
+            ),
             Miss::Tool => format!("tool `{}` does not match {}", call.tool, self.tool),
             Miss::Service => format!("service `{}` does not match {}", call.service, self.service),
             Miss::Agent => format!("agent `{}` does not match {}", call.agent, self.agent),
@@ -194,6 +296,7 @@ pub struct Policy {
     offline_confirm: Action,
     confirm_timeout: Duration,
     pub(crate) rate_limits: Vec<RateLimitSpec>,
+    shield: ShieldSettings,
 }
 
 /// Default wait for an in-editor confirmation.
@@ -209,8 +312,9 @@ impl Policy {
         Compiler { source }.policy(raw)
     }
 
-    /// The policy used when none is configured: allow everything (every call is still recorded
-    /// by the proxy). No rules, no rate limits, approvals and confirmations block offline.
+    /// The policy used when none is configured: the shield with its default thresholds (risk
+    /// ≥ 80 blocks, ≥ 40 needs approval, which offline means blocked), everything else allowed;
+    /// every call is still recorded by the proxy. No rules, no rate limits.
     pub fn builtin_default() -> Policy {
         Policy {
             rules: Vec::new(),
@@ -220,6 +324,95 @@ impl Policy {
             offline_confirm: Action::Block,
             confirm_timeout: Duration::from_secs(DEFAULT_CONFIRM_TIMEOUT_SECS),
             rate_limits: Vec::new(),
+            shield: ShieldSettings::default(),
+        }
+    }
+
+    /// What the shield finds in a call's arguments, by the policy's mappings and heuristics.
+    pub(crate) fn report(&self, call: &ToolCall<'_>) -> Report {
+        if !self.shield.enabled {
+            return Report::default();
+        }
+        let mut findings = Vec::new();
+        for input in extract::inputs(&self.shield.mappings, call.tool, call.arguments) {
+            for finding in shield::analyze(input.kind, &input.text, &self.shield.config) {
+                findings.push(CallFinding {
+                    pointer: input.pointer.clone(),
+                    kind: input.kind,
+                    finding,
+                });
+            }
+        }
+        // Highest risk first: the first finding explains the verdict.
+        findings.sort_by(|a, b| b.finding.risk.cmp(&a.finding.risk));
+        let risk = findings.first().map_or(0, |f| f.finding.risk);
+        Report { findings, risk }
+    }
+
+    /// The shield's own verdict for a risk, if it reaches a threshold.
+    fn shield_action(&self, risk: u8) -> Option<Action> {
+        if !self.shield.enabled {
+            None
+        } else if risk >= self.shield.block_at {
+            Some(Action::Block)
+        } else if risk >= self.shield.approve_at {
+            Some(Action::Approve)
+        } else {
+            None
+        }
+    }
+
+    /// Whether the shield's verdict overrides the winning rule: it acts as a rule at the
+    /// shield's priority, so a rule of higher priority wins, and at equal priority the stricter.
+    fn shield_wins(&self, winner: Option<usize>, shield: Action) -> bool {
+        match winner {
+            None => true,
+            Some(w) => {
+                let rule = &self.rules[w];
+                rule.priority < self.shield.priority
+                    || (rule.priority == self.shield.priority
+                        && shield.strictness() > rule.action.strictness())
+            }
+        }
+    }
+
+    fn shield_decision(&self, action: Action, report: &Report, call: &ToolCall<'_>) -> Decision {
+        let top = &report.findings[0].finding;
+        let more = report.findings.len() - 1;
+        let reason = format!(
+            "shield: {} (risk {}){} in argument `{}`; {} at risk ≥ {}",
+            top.id,
+            report.risk,
+            if more > 0 {
+                format!(" and {more} more finding(s)")
+            } else {
+                String::new()
+            },
+            report.findings[0].pointer,
+            action,
+            if action == Action::Block {
+                self.shield.block_at
+            } else {
+                self.shield.approve_at
+            },
+        );
+        let message = match action {
+            Action::Block => format!(
+                "FlowLink blocked this `{}` call: {} Do not retry it in another form; ask the user if it is really needed.",
+                call.tool, top.explanation
+            ),
+            _ => format!(
+                "This `{}` call needs a person's approval: {}",
+                call.tool, top.explanation
+            ),
+        };
+        Decision {
+            action,
+            rule_id: Some(SHIELD_RULE_ID.to_owned()),
+            message: Some(message),
+            reason,
+            findings: Vec::new(),
+            risk: 0,
         }
     }
 
@@ -227,14 +420,28 @@ impl Policy {
     /// at the highest matching priority, block beats approve beats confirm beats allow, and the
     /// earlier rule in the file wins between equal actions. No match: the default action.
     pub fn decide(&self, call: &ToolCall<'_>) -> Decision {
-        match self.winner(call) {
-            Some((index, others)) => self.rule_decision(&self.rules[index], others, call),
-            None => self.default_decision(call),
-        }
+        let report = self.report(call);
+        self.decide_with(call, report)
+    }
+
+    fn decide_with(&self, call: &ToolCall<'_>, report: Report) -> Decision {
+        let winner = self.winner(call, &report);
+        let mut decision = match self.shield_action(report.risk) {
+            Some(a) if self.shield_wins(winner.map(|(i, _)| i), a) => {
+                self.shield_decision(a, &report, call)
+            }
+            _ => match winner {
+                Some((index, others)) => self.rule_decision(&self.rules[index], others, call),
+                None => self.default_decision(call),
+            },
+        };
+        decision.risk = report.risk;
+        decision.findings = report.findings;
+        decision
     }
 
     /// The index of the deciding rule and how many other rules matched at its priority.
-    fn winner(&self, call: &ToolCall<'_>) -> Option<(usize, usize)> {
+    fn winner(&self, call: &ToolCall<'_>, report: &Report) -> Option<(usize, usize)> {
         let mut best: Option<usize> = None;
         let mut matched = 0usize;
         for (i, rule) in self.rules.iter().enumerate() {
@@ -243,7 +450,7 @@ impl Policy {
             {
                 break;
             }
-            if rule.match_call(call).is_err() {
+            if rule.match_call(call, report).is_err() {
                 continue;
             }
             matched += 1;
@@ -280,6 +487,8 @@ impl Policy {
             rule_id: Some(rule.id.clone()),
             message,
             reason,
+            findings: Vec::new(),
+            risk: 0,
         }
     }
 
@@ -297,23 +506,26 @@ impl Policy {
             rule_id: None,
             message,
             reason: format!("no rule matched; default action {}", self.default_action),
+            findings: Vec::new(),
+            risk: 0,
         }
     }
 
     /// Like [`Policy::decide`], but also says, for every rule in evaluation order, whether it
     /// matched and, if not, which glob, label or condition failed.
     pub fn explain(&self, call: &ToolCall<'_>) -> Explanation {
-        let decision = self.decide(call);
-        let winner = self.winner(call).map(|(i, _)| i);
+        let report = self.report(call);
+        let decision = self.decide_with(call, report.clone());
+        let winner = self.winner(call, &report).map(|(i, _)| i);
         let winner_priority = winner.map(|i| self.rules[i].priority);
         let steps = self
             .rules
             .iter()
             .enumerate()
             .map(|(i, rule)| {
-                let outcome = match rule.match_call(call) {
+                let outcome = match rule.match_call(call, &report) {
                     Err(miss) => TraceOutcome::NotMatched {
-                        reason: rule.describe_miss(miss, call),
+                        reason: rule.describe_miss(miss, call, &report),
                     },
                     Ok(()) if Some(i) == winner => TraceOutcome::Decided,
                     Ok(()) => match (winner, winner_priority) {
@@ -362,7 +574,7 @@ impl Policy {
                 if rule.match_target(agent, service, tool, labels).is_ok() {
                     if rule.action != Action::Block {
                         may_let_through = true;
-                    } else if rule.conditions.is_empty() {
+                    } else if !rule.is_conditional() {
                         unconditional_block = true;
                     }
                 }
@@ -393,6 +605,27 @@ impl Policy {
     /// 120 s by default).
     pub fn confirm_timeout(&self) -> Duration {
         self.confirm_timeout
+    }
+
+    /// Runs the shield on one piece of text with this policy's `[shield]` settings and
+    /// thresholds, outside any tool call (`flowlink-proxy shield check`). Rules are not consulted:
+    /// the verdict is the shield's alone.
+    pub fn shield_check(&self, kind: InputKind, text: &str) -> ShieldVerdict {
+        let mut findings = shield::analyze(kind, text, &self.shield.config);
+        findings.sort_by(|a, b| b.risk.cmp(&a.risk));
+        let risk = shield::risk_of(&findings);
+        let action = if risk >= self.shield.block_at {
+            Action::Block
+        } else if risk >= self.shield.approve_at {
+            Action::Approve
+        } else {
+            Action::Allow
+        };
+        ShieldVerdict {
+            action,
+            risk,
+            findings,
+        }
     }
 
     /// Number of `[[rules]]`.
@@ -478,6 +711,9 @@ impl Compiler<'_> {
         // Stable: equal priorities keep file order.
         rules.sort_by_key(|r| std::cmp::Reverse(r.priority));
         policy.rules = rules;
+        if let Some(raw_shield) = raw.shield {
+            policy.shield = self.shield(raw_shield)?;
+        }
 
         let mut seen: HashMap<String, usize> = HashMap::new();
         for raw_limit in raw.rate_limits {
@@ -567,7 +803,17 @@ impl Compiler<'_> {
             .iter()
             .map(|c| self.condition(c))
             .collect::<Result<Vec<_>, _>>()?;
+        let findings = match &raw.finding {
+            Some(f) => Some(self.patterns(Some(f))?),
+            None => None,
+        };
+        let min_risk = match &raw.min_risk {
+            Some(r) => Some(self.risk(r, "min_risk")?),
+            None => None,
+        };
         Ok(Rule {
+            findings,
+            min_risk,
             id,
             priority: raw.priority.unwrap_or(0),
             description: raw.description,
@@ -710,6 +956,98 @@ impl Compiler<'_> {
             tool: self.patterns(raw.tool.as_ref())?,
             quota,
         })
+    }
+
+    fn risk(&self, v: &Spanned<i64>, name: &str) -> Result<u8, PolicyError> {
+        u8::try_from(*v.get_ref())
+            .ok()
+            .filter(|r| *r <= 100)
+            .ok_or_else(|| {
+                self.err(
+                    v,
+                    format!("`{name}` must be a risk from 0 to 100, got {}", v.get_ref()),
+                )
+            })
+    }
+
+    fn shield(&self, raw: RawShield) -> Result<ShieldSettings, PolicyError> {
+        let mut s = ShieldSettings::default();
+        if let Some(e) = raw.enabled {
+            s.enabled = e;
+        }
+        if let Some(b) = &raw.block_at {
+            s.block_at = self.risk(b, "block_at")?;
+        }
+        if let Some(a) = &raw.approve_at {
+            s.approve_at = self.risk(a, "approve_at")?;
+            if s.approve_at > s.block_at {
+                return Err(self.err(
+                    a,
+                    format!(
+                        "approve_at ({}) must not be above block_at ({})",
+                        s.approve_at, s.block_at
+                    ),
+                ));
+            }
+        }
+        if let Some(p) = raw.priority {
+            s.priority = p;
+        }
+        let globs =
+            |list: Option<Vec<String>>, what: &str, into: &mut Vec<String>| -> Result<(), String> {
+                if let Some(list) = list {
+                    for g in &list {
+                        Pattern::new(g).map_err(|m| format!("[shield] {what}: {m}"))?;
+                    }
+                    *into = list;
+                }
+                Ok(())
+            };
+        let at_table = |m: String| PolicyError::at(self.source, None, m);
+        globs(
+            raw.protected_branches,
+            "protected_branches",
+            &mut s.config.protected_branches,
+        )
+        .map_err(at_table)?;
+        globs(raw.production, "production", &mut s.config.production).map_err(at_table)?;
+        globs(raw.disposable, "disposable", &mut s.config.disposable).map_err(at_table)?;
+        globs(
+            raw.protected_paths,
+            "protected_paths",
+            &mut s.config.protected_paths,
+        )
+        .map_err(at_table)?;
+        if let Some(d) = &raw.sql_dialect {
+            s.config.sql_dialect = match d.get_ref().as_str() {
+                "generic" => SqlDialect::Generic,
+                "postgres" | "postgresql" => SqlDialect::Postgres,
+                "mysql" | "mariadb" => SqlDialect::MySql,
+                "sqlite" => SqlDialect::Sqlite,
+                other => {
+                    return Err(self.err(d, format!("unknown sql_dialect `{other}` (expected generic, postgres, mysql or sqlite)")));
+                }
+            };
+        }
+        for m in &raw.map {
+            let m = m.get_ref();
+            validate_pointer(m.pointer.get_ref()).map_err(|e| self.err(&m.pointer, e))?;
+            let kind = InputKind::parse(m.kind.get_ref()).ok_or_else(|| {
+                self.err(
+                    &m.kind,
+                    format!(
+                        "unknown kind `{}` (expected shell, sql, path or url)",
+                        m.kind.get_ref()
+                    ),
+                )
+            })?;
+            s.mappings.push(Mapping {
+                tool: self.patterns(Some(&m.tool))?,
+                pointer: m.pointer.get_ref().clone(),
+                kind,
+            });
+        }
+        Ok(s)
     }
 
     fn positive_u32(&self, v: &Spanned<i64>, name: &str) -> Result<NonZeroU32, PolicyError> {

@@ -23,6 +23,41 @@ pub(crate) struct RawPolicy {
     pub(crate) rules: Vec<Spanned<RawRule>>,
     #[serde(default)]
     pub(crate) rate_limits: Vec<Spanned<RawRateLimit>>,
+    #[serde(default)]
+    pub(crate) shield: Option<RawShield>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawShield {
+    #[serde(default)]
+    pub(crate) enabled: Option<bool>,
+    #[serde(default)]
+    pub(crate) block_at: Option<Spanned<i64>>,
+    #[serde(default)]
+    pub(crate) approve_at: Option<Spanned<i64>>,
+    #[serde(default)]
+    pub(crate) priority: Option<i64>,
+    #[serde(default)]
+    pub(crate) protected_branches: Option<Vec<String>>,
+    #[serde(default)]
+    pub(crate) production: Option<Vec<String>>,
+    #[serde(default)]
+    pub(crate) disposable: Option<Vec<String>>,
+    #[serde(default)]
+    pub(crate) protected_paths: Option<Vec<String>>,
+    #[serde(default)]
+    pub(crate) sql_dialect: Option<Spanned<String>>,
+    #[serde(default)]
+    pub(crate) map: Vec<Spanned<RawMapping>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawMapping {
+    pub(crate) tool: Spanned<OneOrMany>,
+    pub(crate) pointer: Spanned<String>,
+    pub(crate) kind: Spanned<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -57,6 +92,10 @@ pub(crate) struct RawRule {
     pub(crate) message: Option<String>,
     #[serde(default)]
     pub(crate) when: Vec<Spanned<RawCondition>>,
+    #[serde(default)]
+    pub(crate) finding: Option<Spanned<OneOrMany>>,
+    #[serde(default)]
+    pub(crate) min_risk: Option<Spanned<i64>>,
 }
 
 #[derive(Debug, Deserialize)]
