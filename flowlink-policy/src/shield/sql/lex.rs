@@ -92,7 +92,11 @@ pub(super) fn lex(text: &str) -> Lexed {
                         expanded[end - 1] = b' ';
                     }
                     // Lex the inside as code for the keyword view (no nesting in MySQL).
-                    let inner_end = if end >= 2 && b[end - 2] == b'*' { end - 2 } else { end };
+                    let inner_end = if end >= 2 && b[end - 2] == b'*' {
+                        end - 2
+                    } else {
+                        end
+                    };
                     let inner_start = (start + 3).min(inner_end);
                     code.push(b' ');
                     if let Some(inner) = text.get(inner_start..inner_end) {
@@ -141,8 +145,10 @@ pub(super) fn lex(text: &str) -> Lexed {
     }
     // Only ASCII bytes were replaced by ASCII bytes, and multi-byte sequences are copied whole
     // or skipped whole, so these are valid UTF-8; fall back to lossy just in case.
-    let expanded = String::from_utf8(expanded).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned());
-    let code = String::from_utf8(code).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned());
+    let expanded = String::from_utf8(expanded)
+        .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned());
+    let code = String::from_utf8(code)
+        .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned());
     Lexed {
         expanded,
         exec_comments,
@@ -188,5 +194,8 @@ fn find(hay: &[u8], needle: &[u8], from: usize) -> Option<usize> {
     if needle.is_empty() || from > hay.len() {
         return None;
     }
-    hay[from..].windows(needle.len()).position(|w| w == needle).map(|p| p + from)
+    hay[from..]
+        .windows(needle.len())
+        .position(|w| w == needle)
+        .map(|p| p + from)
 }
