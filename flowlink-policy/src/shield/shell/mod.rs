@@ -55,6 +55,12 @@ pub(crate) struct Ctx<'a> {
     pub downloads: Vec<String>,
     /// The function being defined and how often its body calls itself (fork bombs).
     pub current_fn: Option<(String, usize)>,
+    /// The working directory after `cd` (normalised), when known.
+    pub cwd: Option<String>,
+    /// Variables assigned earlier with a static value.
+    pub vars: Vec<(String, String)>,
+    /// Files written earlier with known content: (normalised path, content).
+    pub scripts: Vec<(String, String)>,
 }
 
 impl<'a> Ctx<'a> {
@@ -68,6 +74,9 @@ impl<'a> Ctx<'a> {
             net_sends: Vec::new(),
             downloads: Vec::new(),
             current_fn: None,
+            cwd: None,
+            vars: Vec::new(),
+            scripts: Vec::new(),
         }
     }
 
@@ -95,6 +104,25 @@ impl<'a> Ctx<'a> {
             explanation,
             evidence,
         });
+    }
+
+    /// The static value of a variable assigned earlier.
+    pub fn var(&self, name: &str) -> Option<&str> {
+        self.vars
+            .iter()
+            .rev()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// Sets (or, with `None`, forgets) a variable.
+    pub fn set_var(&mut self, name: &str, value: Option<String>) {
+        self.vars.retain(|(n, _)| n != name);
+        if let Some(v) = value {
+            if self.vars.len() < 256 {
+                self.vars.push((name.to_owned(), v));
+            }
+        }
     }
 
     /// Records that the budget was exceeded (once).

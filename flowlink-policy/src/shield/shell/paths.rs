@@ -277,7 +277,30 @@ pub(crate) fn classify(cfg: &ShieldConfig, norm: &str) -> Target {
         return Target::AllHere;
     }
     let last = comps.last().copied().unwrap_or("");
+    if let Some(ext) = last.strip_prefix("*.") {
+        if matches!(
+            ext,
+            "o" | "obj"
+                | "pyc"
+                | "pyo"
+                | "class"
+                | "a"
+                | "d"
+                | "tmp"
+                | "log"
+                | "orig"
+                | "rej"
+                | "bak"
+                | "swp"
+                | "gcda"
+                | "gcno"
+                | "profraw"
+        ) {
+            return Target::Regenerable;
+        }
+    }
     if REGENERABLE.contains(&last)
+        || (!comps.contains(&"..") && REGENERABLE.contains(&comps[0]) && comps[0] != "tmp")
         || (comps.len() >= 2 && REGENERABLE.contains(&comps[comps.len() - 2]) && has_glob(last))
     {
         return Target::Regenerable;
@@ -348,6 +371,12 @@ pub(crate) fn secret_kind(raw: &str) -> Option<(&'static str, u8)> {
         if norm == *p {
             return Some((what, 60));
         }
+    }
+    if matches!(
+        norm.as_str(),
+        "~/.ssh" | "~/.gnupg" | "~/.aws" | "~/.password-store" | "~/.kube" | "~/.docker"
+    ) {
+        return Some(("a folder of keys and credentials", 60));
     }
     for (pre, what) in [
         ("~/.gnupg/", "GnuPG keys"),

@@ -8,18 +8,21 @@ use super::words::{self, Arg};
 use crate::shield::Category;
 
 /// What a piece of script does that matters to whoever consumes it.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Default)]
 pub(crate) struct Scope {
     /// Downloads something.
     pub fetch: bool,
     /// Decodes a payload.
     pub decode: bool,
+    /// What the last pipeline prints, when it is known literal text (`echo rm`).
+    pub output: Option<String>,
 }
 
 impl Scope {
     fn add(&mut self, o: Scope) {
         self.fetch |= o.fetch;
         self.decode |= o.decode;
+        self.output = o.output;
     }
 }
 
@@ -36,7 +39,7 @@ pub(crate) enum Up {
     /// Known literal text (`echo …`, `cat <<EOF`).
     Literal(String),
     /// Paths found by `find` under these roots (with a filter: `root/<found>`).
-    Find(Vec<String>),
+    Find(Vec<Arg>),
     /// Something else.
     Other,
 }
@@ -148,10 +151,7 @@ pub(crate) fn script(ctx: &mut Ctx, text: &str, depth: usize) -> Scope {
                 ),
                 text,
             );
-            Scope {
-                fetch: false,
-                decode: false,
-            }
+            Scope::default()
         }
     }
 }
@@ -198,6 +198,9 @@ fn pipeline(ctx: &mut Ctx, p: &ast::Pipeline, depth: usize) -> Scope {
             (_, o) => o,
         };
     }
+    if let Up::Literal(t) = &up {
+        s.output = Some(t.clone());
+    }
     if interp && netcat && p.seq.len() > 1 {
         ctx.push(
             "remote_code.reverse_shell",
@@ -225,9 +228,10 @@ fn command(ctx: &mut Ctx, c: &ast::Command, depth: usize, stdin: Stdin) -> Out {
                 }
             }
             let scope = compound(ctx, cc, depth + 1);
+            let up = if scope.fetch { Up::Fetch } else { Up::Other };
             Out {
                 scope,
-                up: if scope.fetch { Up::Fetch } else { Up::Other },
+                up,
                 ..Out::default()
             }
         }
@@ -268,12 +272,32 @@ fn compound(ctx: &mut Ctx, cc: &ast::CompoundCommand, depth: usize) -> Scope {
         ast::CompoundCommand::BraceGroup(b) => s.add(list(ctx, &b.list, depth)),
         ast::CompoundCommand::Subshell(b) => s.add(list(ctx, &b.list, depth)),
         ast::CompoundCommand::ForClause(f) => {
+            let mut values = Vec::new();
             for w in f.values.iter().flatten() {
                 let a = words::resolve(ctx, &w.value, depth);
                 s.fetch |= a.fetch;
                 s.decode |= a.decode;
+                values.push(a);
             }
-            s.add(list(ctx, &f.body.list, depth));
+            // walk the body once per static value (a few), else once with the variable unknown
+            let statics: Vec<String> = values
+                .iter()
+                .filter(|a| !a.dynamic)
+                .map(|a| a.text.clone())
+                .take(8)
+                .collect();
+            if statics.is_empty() || statics.len() != values.len().min(8) {
+                ctx.set_var(&f.variable_name, None);
+                s.add(list(ctx, &f.body.list, depth));
+            }
+            for v in statics {
+                ctx.set_var(&f.variable_name, Some(v));
+                s.add(list(ctx, &f.body.list, depth));
+                if ctx.budget_hit {
+                    break;
+                }
+            }
+            ctx.set_var(&f.variable_name, None);
         }
         ast::CompoundCommand::ArithmeticForClause(f) => s.add(list(ctx, &f.body.list, depth)),
         ast::CompoundCommand::CaseClause(c) => {
@@ -323,6 +347,7 @@ fn procsub(ctx: &mut Ctx, sub: &ast::SubshellCommand, depth: usize) -> Arg {
         fetch: scope.fetch,
         decode: scope.decode,
         procsub: true,
+        found: false,
     }
 }
 
@@ -464,13 +489,24 @@ fn simple(ctx: &mut Ctx, sc: &ast::SimpleCommand, depth: usize, stdin: Stdin) ->
     for (name, value) in &assigns {
         rules::system::assignment(ctx, name, value, &cmd);
     }
+    if cmd.args.is_empty() {
+        for (name, value) in &assigns {
+            let v = if value.dynamic {
+                None
+            } else {
+                Some(value.text.clone())
+            };
+            ctx.set_var(name, v);
+        }
+    }
     let mut scope = Scope::default();
     for a in cmd.args.iter().chain(assigns.iter().map(|(_, v)| v)) {
         scope.fetch |= a.fetch;
         scope.decode |= a.decode;
     }
     let mut out = rules::dispatch(ctx, cmd, depth);
-    out.scope.add(scope);
+    out.scope.fetch |= scope.fetch;
+    out.scope.decode |= scope.decode;
     out
 }
 

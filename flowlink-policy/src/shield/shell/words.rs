@@ -20,6 +20,8 @@ pub(crate) struct Arg {
     pub decode: bool,
     /// Came from a process substitution `<(…)`.
     pub procsub: bool,
+    /// Stands for files `find` selects with a filter under the path in `text`.
+    pub found: bool,
 }
 
 impl Arg {
@@ -105,8 +107,12 @@ fn pieces_into(
                     } => Some(n.as_str()),
                     _ => None,
                 };
+                let known = name.and_then(|n| ctx.var(n)).map(str::to_owned);
                 match name {
                     Some("HOME") => arg.text.push('~'),
+                    Some(_) if known.is_some() => {
+                        arg.text.push_str(known.as_deref().unwrap_or_default())
+                    }
                     Some(n) => {
                         if at_start {
                             arg.lead_var = true;
@@ -125,14 +131,21 @@ fn pieces_into(
                 }
             }
             WordPiece::CommandSubstitution(s) | WordPiece::BackquotedCommandSubstitution(s) => {
-                if at_start {
-                    arg.lead_var = true;
-                }
-                arg.dynamic = true;
                 let scope = walk::script(ctx, s, depth + 1);
                 arg.fetch |= scope.fetch;
                 arg.decode |= scope.decode;
-                arg.text.push_str("$(…)");
+                match scope.output {
+                    Some(out) if !scope.fetch && !scope.decode => {
+                        arg.text.push_str(out.trim_end_matches('\n'))
+                    }
+                    _ => {
+                        if at_start {
+                            arg.lead_var = true;
+                        }
+                        arg.dynamic = true;
+                        arg.text.push_str("$(…)");
+                    }
+                }
             }
             WordPiece::ArithmeticExpression(_) => {
                 arg.dynamic = true;

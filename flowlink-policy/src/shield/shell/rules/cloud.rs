@@ -7,17 +7,50 @@ use crate::shield::Category;
 
 const C: Category = Category::Cloud;
 
+const VALUED: &[&str] = &[
+    "--region",
+    "--profile",
+    "--output",
+    "--endpoint-url",
+    "--query",
+    "--color",
+    "--ca-bundle",
+    "--cli-read-timeout",
+    "--cli-connect-timeout",
+    "--project",
+    "--zone",
+    "--account",
+    "--configuration",
+    "--format",
+    "--subscription",
+    "-g",
+    "--resource-group",
+    "-n",
+    "--name",
+    "--location",
+    "-l",
+    "-o",
+];
+
 pub(crate) fn check(ctx: &mut Ctx, cmd: &Cmd, name: &str) {
     if !matches!(name, "aws" | "gcloud" | "az" | "gsutil" | "doctl" | "s3cmd") {
         return;
     }
     let args = &cmd.args;
-    let words: Vec<&str> = args
-        .iter()
-        .skip(1)
-        .map(|a| a.text.as_str())
-        .filter(|t| !t.starts_with('-'))
-        .collect();
+    // words, skipping the values of options that take one
+    let mut words: Vec<&str> = Vec::new();
+    let mut k = 1;
+    while k < args.len() {
+        let t = args[k].text.as_str();
+        if t.starts_with('-') {
+            if !t.contains('=') && VALUED.contains(&t) {
+                k += 1;
+            }
+        } else {
+            words.push(t);
+        }
+        k += 1;
+    }
     let has = |s: &[&str]| {
         args.iter().any(|a| {
             s.contains(&a.text.as_str()) || s.iter().any(|x| a.text.starts_with(&format!("{x}=")))
@@ -64,7 +97,7 @@ pub(crate) fn check(ctx: &mut Ctx, cmd: &Cmd, name: &str) {
                 ("s3", "rb") => push(
                     ctx,
                     "cloud.s3_delete",
-                    if has(&["--force"]) { 80 } else { 60 },
+                    if has(&["--force"]) { 75 } else { 60 },
                     "`aws s3 rb` deletes the bucket (with --force, all its objects first)"
                         .to_owned(),
                 ),
@@ -136,6 +169,15 @@ pub(crate) fn check(ctx: &mut Ctx, cmd: &Cmd, name: &str) {
                         base,
                         format!("`aws iam {op}` changes who can do what in the account"),
                     )
+                }
+                ("s3", "sync") | ("s3", "cp") if prod && words.iter().any(|x| x.starts_with("s3://")) && !words.get(2).is_some_and(|x| x.starts_with("s3://") && words.len() == 4) => {
+                    ctx.push("publishing.deploy", Category::Publishing, 55, "This uploads to a production bucket, changing what is live.".to_owned(), &ev)
+                }
+                ("lambda", op) if op.starts_with("update-function") || op == "publish-version" || op == "update-alias" => {
+                    ctx.push("publishing.deploy", Category::Publishing, 50, format!("`aws lambda {op}` changes the code or configuration a live function runs."), &ev)
+                }
+                ("ecs", "update-service") | ("ecs", "deploy") | ("elasticbeanstalk", "update-environment") | ("apprunner", "start-deployment") => {
+                    ctx.push("publishing.deploy", Category::Publishing, 50, format!("`aws {svc} {op}` deploys to a live service."), &ev)
                 }
                 ("cloudformation", "delete-stack") => push(
                     ctx,
@@ -228,7 +270,15 @@ pub(crate) fn check(ctx: &mut Ctx, cmd: &Cmd, name: &str) {
         }
         "az" => {
             if w(0) == "group" && w(1) == "delete" {
-                ctx.push("cloud.delete_resource_group", C, 90, "`az group delete` deletes the resource group and every resource in it. Do not run it from an agent.".to_owned(), &ev);
+                let group =
+                    super::opt_value(args, Some("-n"), &["--name", "--resource-group", "-g"])
+                        .unwrap_or("");
+                let risk = if paths::is_disposable(ctx.cfg, group) {
+                    60
+                } else {
+                    90
+                };
+                ctx.push("cloud.delete_resource_group", C, risk, "`az group delete` deletes the resource group and every resource in it. Do not run it from an agent.".to_owned(), &ev);
             } else if words.iter().any(|x| *x == "delete" || *x == "purge") {
                 push(
                     ctx,

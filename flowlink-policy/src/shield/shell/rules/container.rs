@@ -39,10 +39,15 @@ pub(crate) fn check(ctx: &mut Ctx, cmd: &Cmd, name: &str) {
             ctx.push("container.prune", C, risk, format!("`{name} system prune`{} deletes stopped containers, unused networks and images{}. Prune the specific things you mean.", if all { " -a" } else { "" }, if vols { " and volumes (their data)" } else { "" }), &ev);
         }
         ("volume", "prune") | ("volume", "rm") => {
+            let prod = words.iter().skip(2).any(|v| {
+                crate::shield::shell::paths::is_production(ctx.cfg, v)
+                    || v.split(['_', '-'])
+                        .any(|p| crate::shield::shell::paths::is_production(ctx.cfg, p))
+            });
             ctx.push(
                 "container.delete_volume",
                 C,
-                55,
+                if prod { 85 } else { 55 },
                 "This deletes container volumes and the data in them.".to_owned(),
                 &ev,
             );

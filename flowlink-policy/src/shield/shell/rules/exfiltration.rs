@@ -13,7 +13,7 @@ const READERS: &[&str] = &[
     "openssl", "gpg", "jq", "yq", "bat", "nl", "tac", "sort", "uniq", "cut", "tr", "diff", "vim",
     "vi", "nano", "emacs", "code", "python", "python3", "node", "curl", "wget", "nc", "ncat",
     "netcat", "socat", "scp", "sftp", "rsync", "rclone", "aws", "gsutil", "ssh", "http", "xh",
-    "source", ".", "dd", "tee", "mail", "sendmail", "mutt", "install", "ln", "mv",
+    "source", ".", "dd", "tee", "mail", "gh", "sendmail", "mutt", "install", "ln", "mv",
 ];
 
 /// A command reading secret files among its arguments.

@@ -9,6 +9,25 @@ use crate::shield::Category;
 
 const C: Category = Category::Filesystem;
 
+fn core_system(norm: &str) -> bool {
+    [
+        "/var/lib/",
+        "/etc/",
+        "/usr/",
+        "/boot/",
+        "/bin/",
+        "/sbin/",
+        "/lib/",
+        "/lib64/",
+        "/System/",
+        "/Library/",
+        "/var/db/",
+        "/root/",
+    ]
+    .iter()
+    .any(|p| norm.starts_with(p))
+}
+
 /// Findings for deleting `arg` (recursively or not).
 pub(crate) fn delete_target(ctx: &mut Ctx, arg: &Arg, recursive: bool, ev: &str, verb: &str) {
     if arg.dynamic {
@@ -37,7 +56,24 @@ pub(crate) fn delete_target(ctx: &mut Ctx, arg: &Arg, recursive: bool, ev: &str,
         }
         return;
     }
-    let norm = paths::normalize(&arg.text);
+    let mut norm = paths::normalize(&arg.text);
+    if let Some(cwd) = &ctx.cwd {
+        if !norm.starts_with('/') && !norm.starts_with('~') {
+            norm = paths::normalize(&format!("{cwd}/{norm}"));
+        }
+    }
+    if arg.found {
+        // files selected by `find` with a filter under this root
+        let (risk, what) = match paths::classify(ctx.cfg, &norm) {
+            Target::Root | Target::System | Target::Protected => (85, "across a whole system tree"),
+            Target::SystemChild => (80, "under a system directory"),
+            Target::Home | Target::HomeSensitive => (60, "across your home directory"),
+            Target::HomeChild | Target::Absolute | Target::Escapes => (45, "outside the project"),
+            _ => return,
+        };
+        ctx.push("filesystem.delete_find", C, risk, format!("`{verb}` deletes every file `find` selects under `{norm}`, {what}. Narrow the search to the project and list the files first (`find … -print`)."), ev);
+        return;
+    }
     if let Some(w) = system::special_file(&norm) {
         system::special_file_finding(ctx, w, &norm, ev, "delete");
         if !recursive {
@@ -72,6 +108,13 @@ pub(crate) fn delete_target(ctx: &mut Ctx, arg: &Arg, recursive: bool, ev: &str,
             format!(
                 "deletes `{}`, which holds your keys, credentials or settings",
                 arg.text
+            ),
+        ),
+        Target::SystemChild if recursive && core_system(&norm) => (
+            "filesystem.delete_system",
+            85,
+            format!(
+                "deletes `{norm}`, system software or service data (databases, packages) that the machine depends on"
             ),
         ),
         Target::SystemChild if recursive => (
@@ -112,6 +155,15 @@ pub(crate) fn delete_target(ctx: &mut Ctx, arg: &Arg, recursive: bool, ev: &str,
             45,
             format!("deletes the folder `{}` and everything in it", arg.text),
         ),
+        Target::Relative | Target::Absolute | Target::HomeChild | Target::Escapes
+            if verb == "rm" =>
+        {
+            (
+                "filesystem.delete_file",
+                40,
+                format!("deletes `{}`; rm does not use a trash can", arg.text),
+            )
+        }
         _ => return,
     };
     let advice = if risk >= 80 {
@@ -184,6 +236,28 @@ pub(crate) fn check(ctx: &mut Ctx, cmd: &Cmd, name: &str) {
                     );
                 } else if let Some(w) = system::special_file(&norm) {
                     system::special_file_finding(ctx, w, &norm, &cmd.evidence(), "shred");
+                } else if let Some((what, _)) = paths::secret_kind(&a.text) {
+                    ctx.push(
+                        "filesystem.shred",
+                        C,
+                        85,
+                        format!(
+                            "`shred` destroys {what} (`{}`) beyond recovery. Do not run it.",
+                            a.text
+                        ),
+                        &cmd.evidence(),
+                    );
+                } else if let Some((what, _)) = paths::secret_kind(&a.text) {
+                    ctx.push(
+                        "filesystem.shred",
+                        C,
+                        85,
+                        format!(
+                            "`shred` destroys {what} (`{}`) beyond recovery. Do not run it.",
+                            a.text
+                        ),
+                        &cmd.evidence(),
+                    );
                 } else {
                     let _ = f.has('u', "remove");
                     ctx.push(
@@ -353,6 +427,17 @@ pub(crate) fn overwrite_target(ctx: &mut Ctx, arg: &Arg, ev: &str) {
             format!("This overwrites `{norm}`, a path this policy protects."),
             ev,
         ),
+        Target::System | Target::SystemChild
+            if core_system(&norm) || norm.starts_with("/proc/") || norm.starts_with("/sys/") =>
+        {
+            ctx.push(
+                "filesystem.overwrite_system",
+                C,
+                85,
+                format!("This overwrites `{norm}`, a system file or kernel setting the machine depends on. Make the change by hand, deliberately."),
+                ev,
+            )
+        }
         Target::System | Target::SystemChild => ctx.push(
             "filesystem.overwrite_system",
             C,
@@ -431,17 +516,10 @@ pub(crate) fn find(ctx: &mut Ctx, cmd: &Cmd, depth: usize) -> Up {
         roots.push(&DOT);
     }
     let filtered = args.iter().any(|a| FIND_FILTERS.contains(&a.text.as_str()));
-    let maxdepth0 = args
-        .windows(2)
-        .any(|w| (w[0].text == "-maxdepth") && w[1].text == "0");
     let found = |r: &Arg| -> Arg {
-        if filtered || maxdepth0 {
-            let mut a = r.clone();
-            a.text = format!("{}/found", r.text.trim_end_matches('/'));
-            a
-        } else {
-            r.clone()
-        }
+        let mut a = r.clone();
+        a.found = filtered;
+        a
     };
     let ev = cmd.evidence();
     if args.iter().any(|a| a.text == "-delete") {
@@ -483,7 +561,7 @@ pub(crate) fn find(ctx: &mut Ctx, cmd: &Cmd, depth: usize) -> Up {
         }
         j += 1;
     }
-    Up::Find(roots.iter().map(|r| found(r).text).collect())
+    Up::Find(roots.iter().map(|r| found(r)).collect())
 }
 
 static DOT: Arg = Arg {
@@ -493,4 +571,5 @@ static DOT: Arg = Arg {
     fetch: false,
     decode: false,
     procsub: false,
+    found: false,
 };

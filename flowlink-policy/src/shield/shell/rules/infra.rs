@@ -56,18 +56,50 @@ pub(crate) fn check(ctx: &mut Ctx, cmd: &Cmd, name: &str) {
             let stack = opt_value(args, Some("-s"), &["--stack"]).unwrap_or("");
             let prod = prod_words || paths::is_production(ctx.cfg, stack);
             match verb {
-                "destroy" | "down" => ctx.push("infrastructure.destroy", C, 95, "`pulumi destroy` deletes every resource in the stack. Do not run it from an agent.".to_owned(), &ev),
+                "destroy" | "down" => {
+                    let risk = if !prod && paths::is_disposable(ctx.cfg, stack) {
+                        60
+                    } else {
+                        95
+                    };
+                    ctx.push("infrastructure.destroy", C, risk, "`pulumi destroy` deletes every resource in the stack. Do not run it from an agent on a stack that matters.".to_owned(), &ev)
+                }
                 "up" | "update" => {
                     let auto = has(&["--yes", "-y", "--skip-preview", "-f"]);
-                    let risk = if auto && prod { 75 } else if auto { 60 } else { 45 };
-                    ctx.push("infrastructure.apply", C, risk, "`pulumi up` changes real infrastructure. Review `pulumi preview` first.".to_owned(), &ev);
+                    let risk = if auto && prod {
+                        75
+                    } else if auto {
+                        60
+                    } else {
+                        45
+                    };
+                    ctx.push(
+                        "infrastructure.apply",
+                        C,
+                        risk,
+                        "`pulumi up` changes real infrastructure. Review `pulumi preview` first."
+                            .to_owned(),
+                        &ev,
+                    );
                 }
                 "stack" if words.get(1).copied() == Some("rm") => {
                     let risk = if prod { 90 } else { 60 };
-                    ctx.push("infrastructure.destroy", C, risk, "`pulumi stack rm` deletes a stack and its history.".to_owned(), &ev);
+                    ctx.push(
+                        "infrastructure.destroy",
+                        C,
+                        risk,
+                        "`pulumi stack rm` deletes a stack and its history.".to_owned(),
+                        &ev,
+                    );
                 }
                 "state" if words.get(1).copied() == Some("delete") => {
-                    ctx.push("infrastructure.state_change", C, 55, "`pulumi state delete` edits the state by hand.".to_owned(), &ev);
+                    ctx.push(
+                        "infrastructure.state_change",
+                        C,
+                        55,
+                        "`pulumi state delete` edits the state by hand.".to_owned(),
+                        &ev,
+                    );
                 }
                 _ => {}
             }

@@ -148,7 +148,7 @@ pub(crate) fn dispatch(ctx: &mut Ctx, mut cmd: Cmd, depth: usize) -> Out {
     if a0.dynamic {
         if a0.fetch || a0.decode {
             remote_code::dynamic_code(ctx, &cmd, &a0);
-        } else if !a0.text.starts_with("$(") || !a0.text.ends_with(')') {
+        } else {
             ctx.push(
                 "analysis.dynamic_command",
                 Category::Analysis,
@@ -180,7 +180,8 @@ pub(crate) fn dispatch(ctx: &mut Ctx, mut cmd: Cmd, depth: usize) -> Out {
         "echo" | "printf" => {
             out.up = literal_output(&cmd, &name);
         }
-        "cat" if cmd.args.len() == 1 => {
+        "cd" | "pushd" | "chdir" => change_dir(ctx, &cmd),
+        "cat" if cmd.args.len() == 1 || cmd.args.iter().skip(1).all(|a| a.text == "-") => {
             if let Stdin::Here(b) = &cmd.stdin {
                 out.up = Up::Literal(b.clone());
             } else if let Stdin::Pipe(u) = &cmd.stdin {
@@ -223,6 +224,13 @@ pub(crate) fn dispatch(ctx: &mut Ctx, mut cmd: Cmd, depth: usize) -> Out {
             exfiltration::network(ctx, &cmd, &name);
         }
         "scp" | "sftp" | "ftp" | "rsync" | "rclone" => exfiltration::network(ctx, &cmd, &name),
+        _ if a0.text.contains('/') => {
+            if let Some(body) = remote_code::written_script(ctx, &a0.text) {
+                walk::script(ctx, &body, depth + 1);
+            } else if remote_code::downloaded(ctx, &a0.text) {
+                remote_code::ran_download(ctx, &cmd.evidence(), &a0.text);
+            }
+        }
         _ => {}
     }
     filesystem::check(ctx, &cmd, &name);
@@ -234,26 +242,62 @@ pub(crate) fn dispatch(ctx: &mut Ctx, mut cmd: Cmd, depth: usize) -> Out {
     database::check(ctx, &cmd, &name, depth);
     system::check(ctx, &cmd, &name);
     publishing::check(ctx, &cmd, &name);
-    if !matches!(
+    exfiltration::reads(ctx, &cmd, &name);
+    if matches!(
         name.as_str(),
-        "nc" | "ncat"
-            | "netcat"
-            | "socat"
-            | "telnet"
-            | "curl"
-            | "wget"
-            | "ssh"
-            | "scp"
-            | "sftp"
-            | "rsync"
-            | "rclone"
-    ) {
-        exfiltration::reads(ctx, &cmd, &name);
-    }
-    if name == "aws" || name == "gsutil" {
+        "aws"
+            | "gsutil"
+            | "dig"
+            | "nslookup"
+            | "host"
+            | "ping"
+            | "drill"
+            | "whois"
+            | "mail"
+            | "sendmail"
+            | "mutt"
+            | "ftp"
+            | "tftp"
+    ) || (name == "gh"
+        && cmd
+            .args
+            .iter()
+            .any(|a| a.text == "gist" || a.text == "release" || a.text == "api"))
+    {
         exfiltration::network(ctx, &cmd, &name);
     }
+    // files written with known content, for `sh file` later
+    if let Up::Literal(text) = &out.up {
+        for r in &cmd.redirs {
+            if r.write && !r.target.dynamic && ctx.scripts.len() < 64 {
+                let p = super::paths::normalize(&r.target.text);
+                ctx.scripts.push((p, text.clone()));
+            }
+        }
+    }
     out
+}
+
+fn change_dir(ctx: &mut Ctx, cmd: &Cmd) {
+    let target = cmd
+        .args
+        .iter()
+        .skip(1)
+        .find(|a| !a.text.starts_with('-') || a.text == "-");
+    ctx.cwd = match target {
+        None => Some("~".to_owned()),
+        Some(a) if a.dynamic || a.text == "-" => None,
+        Some(a) => {
+            let n = super::paths::normalize(&a.text);
+            if n.starts_with('/') || n.starts_with('~') {
+                Some(n)
+            } else {
+                ctx.cwd
+                    .as_ref()
+                    .map(|c| super::paths::normalize(&format!("{c}/{n}")))
+            }
+        }
+    };
 }
 
 fn literal_output(cmd: &Cmd, name: &str) -> Up {
@@ -278,7 +322,21 @@ fn literal_output(cmd: &Cmd, name: &str) -> Up {
         flags = false;
         parts.push(&a.text);
     }
-    let mut s = parts.join(" ");
+    let mut s = if name == "printf" && parts.first().is_some_and(|f| f.contains("%s")) {
+        let mut it = parts.iter().skip(1);
+        let fmt = parts.first().copied().unwrap_or_default();
+        let mut out = String::new();
+        let mut rest = fmt;
+        while let Some(i) = rest.find("%s") {
+            out.push_str(&rest[..i]);
+            out.push_str(it.next().copied().unwrap_or_default());
+            rest = &rest[i + 2..];
+        }
+        out.push_str(rest);
+        out
+    } else {
+        parts.join(" ")
+    };
     if unescape {
         s = s.replace("\\n", "\n").replace("\\t", "\t");
     }
@@ -504,7 +562,7 @@ fn strip_wrappers(ctx: &mut Ctx, cmd: &mut Cmd, depth: usize) -> bool {
                     }
                     Stdin::Here(b) => b.split_whitespace().map(Arg::lit).collect(),
                     Stdin::Pipe(Up::Literal(s)) => s.split_whitespace().map(Arg::lit).collect(),
-                    Stdin::Pipe(Up::Find(roots)) => roots.iter().map(|r| Arg::lit(r)).collect(),
+                    Stdin::Pipe(Up::Find(roots)) => roots.clone(),
                     _ => vec![Arg {
                         text: "$(stdin)".to_owned(),
                         dynamic: true,
@@ -535,6 +593,10 @@ fn strip_wrappers(ctx: &mut Ctx, cmd: &mut Cmd, depth: usize) -> bool {
             }
         }
         if i >= n {
+            if name == "env" {
+                ctx.secret_reads
+                    .push((cmd.evidence(), "the environment (which holds tokens)", 30));
+            }
             cmd.args.clear();
             // a bare `sudo` or `env`: nothing runs
             return false;

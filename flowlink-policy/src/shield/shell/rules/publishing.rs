@@ -24,7 +24,10 @@ pub(crate) fn check(ctx: &mut Ctx, cmd: &Cmd, name: &str) {
     let second = w.get(1).copied().unwrap_or("");
     let publish = match name {
         "npm" | "yarn" | "pnpm" | "bun" => {
-            first == "publish" || (name == "yarn" && first == "npm" && second == "publish")
+            first == "publish"
+                || first == "unpublish"
+                || first == "deprecate"
+                || (name == "yarn" && first == "npm" && second == "publish")
         }
         "cargo" => first == "publish",
         "twine" => first == "upload",

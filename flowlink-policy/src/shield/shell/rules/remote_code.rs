@@ -184,6 +184,8 @@ pub(crate) fn interpreter(ctx: &mut Ctx, cmd: &Cmd, name: &str, depth: usize) {
             piped_remote(ctx, &ev, name);
         } else if s.decode {
             decoded(ctx, &ev, name);
+        } else if let Some(body) = written_script(ctx, &s.text) {
+            walk::script(ctx, &body, depth + 1);
         } else if downloaded(ctx, &s.text) {
             ran_download(ctx, &ev, &s.text);
         } else if s.procsub {
@@ -247,13 +249,22 @@ pub(crate) fn source(ctx: &mut Ctx, cmd: &Cmd) {
     }
 }
 
-fn downloaded(ctx: &Ctx, path: &str) -> bool {
+pub(crate) fn written_script(ctx: &Ctx, path: &str) -> Option<String> {
+    let p = super::super::paths::normalize(path);
+    ctx.scripts
+        .iter()
+        .rev()
+        .find(|(q, _)| *q == p)
+        .map(|(_, b)| b.clone())
+}
+
+pub(crate) fn downloaded(ctx: &Ctx, path: &str) -> bool {
     let b = base(path);
     !b.is_empty() && ctx.downloads.iter().any(|d| d == b)
 }
 
-fn ran_download(ctx: &mut Ctx, ev: &str, f: &str) {
-    ctx.push("remote_code.download_then_run", C, 65, format!("This runs `{f}`, which was just downloaded, before anyone has read it. Read the script first, then run it."), ev);
+pub(crate) fn ran_download(ctx: &mut Ctx, ev: &str, f: &str) {
+    ctx.push("remote_code.download_then_run", C, 85, format!("This runs `{f}`, which was just downloaded, before anyone has read it: the same as piping it into a shell. Download it, read it, then run it as a separate step."), ev);
 }
 
 /// curl / wget: remember downloaded files; check URLs.

@@ -234,14 +234,22 @@ pub(crate) fn check(ctx: &mut Ctx, cmd: &Cmd, name: &str) {
                 ctx.push("system.persistence", C, 80, format!("`{name} {verb}` makes a service start automatically at every boot (persistence). Enable services by hand."), &ev());
             }
         }
-        "ufw" if t(1) == "disable" || t(1) == "reset" => {
+        "ufw"
+            if args
+                .iter()
+                .any(|a| a.text == "disable" || a.text == "reset") =>
+        {
             ctx.push(
                 "system.disable_security",
                 C,
                 90,
                 format!(
                     "`ufw {}` turns the firewall off. Change its rules instead.",
-                    t(1)
+                    if args.iter().any(|a| a.text == "reset") {
+                        "reset"
+                    } else {
+                        "disable"
+                    }
                 ),
                 &ev(),
             );
@@ -314,6 +322,26 @@ pub(crate) fn check(ctx: &mut Ctx, cmd: &Cmd, name: &str) {
         }
         "userdel" | "deluser" | "groupdel" | "delgroup" => {
             ctx.push("system.delete_user", C, 85, format!("`{name}` deletes an account (and with -r its home directory). Ask an administrator."), &ev());
+        }
+        "useradd" | "adduser" | "usermod" | "passwd" | "chpasswd" | "gpasswd" | "dscl"
+        | "sysadminctl"
+            if args.windows(2).any(|w| {
+                matches!(w[0].text.as_str(), "-u" | "--uid" | "-g" | "--gid") && w[1].text == "0"
+            }) || args
+                .iter()
+                .any(|a| a.text == "-o" || a.text == "--non-unique")
+                || (name == "passwd"
+                    && args.iter().any(|a| {
+                        matches!(a.text.as_str(), "-d" | "--delete" | "-u" | "--unlock")
+                    }))
+                || ((name == "usermod" || name == "gpasswd" || name == "adduser")
+                    && args.iter().any(|a| {
+                        a.text.split(',').any(|g| {
+                            matches!(g, "sudo" | "wheel" | "admin" | "root" | "docker" | "adm")
+                        })
+                    })) =>
+        {
+            ctx.push("system.privilege_escalation", C, 90, format!("`{name}` here creates a root-equivalent account, removes a password or adds a user to an admin group: a backdoor. Ask an administrator."), &ev());
         }
         "useradd" | "adduser" | "usermod" | "passwd" | "chpasswd" | "gpasswd" | "dscl"
         | "sysadminctl" => {
@@ -413,8 +441,8 @@ pub(crate) fn check(ctx: &mut Ctx, cmd: &Cmd, name: &str) {
             ctx.push(
                 "system.clear_logs",
                 C,
-                50,
-                "`journalctl --vacuum` deletes old system logs.".to_owned(),
+                80,
+                "`journalctl --vacuum`/`--rotate` deletes system logs, destroying the audit trail. Leave log retention to the operator.".to_owned(),
                 &ev(),
             );
         }
