@@ -112,7 +112,18 @@ pub fn analyze(text: &str, cfg: &ShieldConfig) -> Vec<ShieldFinding> {
                         }
                         drop_shallow(stmts, chunk.len());
                     }
-                    Err(err) => a.unparsed(chunk, &err.to_string()),
+                    Err(err) => {
+                        a.unparsed(chunk, &err.to_string());
+                        // `EXPLAIN ANALYSE …`, `EXPLAIN VERBOSE ANALYZE …` and other spellings
+                        // the grammar lacks may run the statement: analyse what follows.
+                        if let Some(rest) = after_explain(chunk, cfg.sql_dialect) {
+                            for st in &rest {
+                                a.statement(st);
+                            }
+                            a.statements = a.statements.saturating_sub(rest.len());
+                            drop_shallow(rest, chunk.len());
+                        }
+                    }
                 }
                 if a.over_budget {
                     break;
@@ -204,6 +215,55 @@ fn drop_shallow(mut stmts: Vec<Statement>, len: usize) {
     drop(d);
 }
 
+/// The statement after an `EXPLAIN` prefix the parser did not understand, if there is one.
+fn after_explain(chunk: &str, dialect: SqlDialect) -> Option<Vec<Statement>> {
+    let t = chunk.trim_start();
+    if !t
+        .get(..7)
+        .is_some_and(|p| p.eq_ignore_ascii_case("explain"))
+    {
+        return None;
+    }
+    let mut rest = &t[7..];
+    for _ in 0..8 {
+        rest = rest.trim_start();
+        if let Some(r) = rest.strip_prefix('(') {
+            rest = &r[r.find(')')? + 1..];
+        } else {
+            let end = rest
+                .find(|c: char| !c.is_ascii_alphabetic())
+                .unwrap_or(rest.len());
+            if end == 0 {
+                return None;
+            }
+            rest = &rest[end..];
+        }
+        if let Ok(stmts) = parse(rest, dialect)
+            && !stmts.is_empty()
+        {
+            return Some(stmts);
+        }
+    }
+    None
+}
+
+/// Whether an `EXPLAIN (…)` option makes it execute the statement: `ANALYZE` unless switched off.
+fn explain_option_runs(o: &sqlparser::ast::UtilityOption) -> bool {
+    if !o.name.value.eq_ignore_ascii_case("analyze") {
+        return false;
+    }
+    match &o.arg {
+        None => true,
+        Some(e) => {
+            let v = e.to_string().to_ascii_lowercase();
+            !matches!(
+                v.as_str(),
+                "false" | "off" | "0" | "'false'" | "'off'" | "no"
+            )
+        }
+    }
+}
+
 fn chunk_is_empty(chunk: &str) -> bool {
     lex::lex(chunk).code.trim().is_empty()
 }
@@ -261,8 +321,15 @@ impl Analysis<'_> {
             ));
             return;
         }
-        // Plain EXPLAIN shows a plan without running anything.
-        if let Statement::Explain { analyze: false, .. } = stmt {
+        // Plain EXPLAIN shows a plan without running anything; EXPLAIN ANALYZE runs it.
+        if let Statement::Explain {
+            analyze, options, ..
+        } = stmt
+            && !*analyze
+            && !options
+                .as_deref()
+                .is_some_and(|o| o.iter().any(explain_option_runs))
+        {
             return;
         }
         if let Statement::ExplainTable { .. } = stmt {

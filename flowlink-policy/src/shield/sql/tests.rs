@@ -234,6 +234,21 @@ fn explain() {
     );
     assert!((40..80).contains(&r), "{r}");
     assert_allow("EXPLAIN ANALYZE SELECT * FROM users");
+    assert!(risk_in("EXPLAIN (ANALYZE) DELETE FROM t", SqlDialect::Postgres) >= 80);
+    assert!(
+        risk_in(
+            "EXPLAIN (ANALYZE true, BUFFERS) DELETE FROM t",
+            SqlDialect::Postgres
+        ) >= 80
+    );
+    assert!(risk_in("EXPLAIN (ANALYZE off) DELETE FROM t", SqlDialect::Postgres) < 40);
+    assert!(risk_in("explain analyse delete from t", SqlDialect::Postgres) >= 80);
+    assert!(
+        risk_in(
+            "EXPLAIN VERBOSE ANALYZE DELETE FROM t",
+            SqlDialect::Postgres
+        ) >= 80
+    );
 }
 
 #[test]
