@@ -115,10 +115,15 @@ fn parse(kind: InputKind, file: &str, text: &str, errors: &mut Vec<String>) -> V
             }
         }
         let field = |name: &str| obj.get(name).and_then(Value::as_str);
-        let (Some(input), Some(expect), Some(class), Some(reason)) =
-            (field("input"), field("expect"), field("class"), field("reason"))
-        else {
-            errors.push(format!("{at}: input, expect, class and reason must all be strings"));
+        let (Some(input), Some(expect), Some(class), Some(reason)) = (
+            field("input"),
+            field("expect"),
+            field("class"),
+            field("reason"),
+        ) else {
+            errors.push(format!(
+                "{at}: input, expect, class and reason must all be strings"
+            ));
             continue;
         };
         if input.trim().is_empty() {
@@ -128,21 +133,34 @@ fn parse(kind: InputKind, file: &str, text: &str, errors: &mut Vec<String>) -> V
             errors.push(format!("{at}: empty reason"));
         }
         let Some(expect) = Verdict::parse(expect) else {
-            errors.push(format!("{at}: unknown expect {expect:?} (block, approve or allow)"));
+            errors.push(format!(
+                "{at}: unknown expect {expect:?} (block, approve or allow)"
+            ));
             continue;
         };
         let Some(class) = Class::parse(class) else {
-            errors.push(format!("{at}: unknown class {class:?} (dangerous, evasion or benign)"));
+            errors.push(format!(
+                "{at}: unknown class {class:?} (dangerous, evasion or benign)"
+            ));
             continue;
         };
         // Benign items are exactly the ones that must be allowed.
         if (class == Class::Benign) != (expect == Verdict::Allow) {
-            errors.push(format!("{at}: class {class:?} does not fit expect {}", expect.as_str()));
+            errors.push(format!(
+                "{at}: class {class:?} does not fit expect {}",
+                expect.as_str()
+            ));
         }
         if !seen.insert(input.to_owned()) {
             errors.push(format!("{at}: duplicate input {input:?}"));
         }
-        cases.push(Case { kind, line: line_no, input: input.to_owned(), expect, class });
+        cases.push(Case {
+            kind,
+            line: line_no,
+            input: input.to_owned(),
+            expect,
+            class,
+        });
     }
     cases
 }
@@ -151,7 +169,11 @@ fn load() -> Vec<Case> {
     let mut errors = Vec::new();
     let mut cases = parse(InputKind::Shell, "corpus/shell.jsonl", SHELL, &mut errors);
     cases.extend(parse(InputKind::Sql, "corpus/sql.jsonl", SQL, &mut errors));
-    assert!(errors.is_empty(), "corpus format errors:\n{}", errors.join("\n"));
+    assert!(
+        errors.is_empty(),
+        "corpus format errors:\n{}",
+        errors.join("\n")
+    );
     cases
 }
 
@@ -167,7 +189,11 @@ impl Ratio {
         self.hit += usize::from(hit);
     }
     fn value(self) -> f64 {
-        if self.of == 0 { 1.0 } else { self.hit as f64 / self.of as f64 }
+        if self.of == 0 {
+            1.0
+        } else {
+            self.hit as f64 / self.of as f64
+        }
     }
 }
 
@@ -204,8 +230,23 @@ impl Metrics {
 }
 
 fn one_line(s: &str, max: usize) -> String {
-    let flat: String = s.chars().map(|c| if c == '\n' { '⏎' } else if c == '\t' { '→' } else { c }).collect();
-    if flat.chars().count() <= max { flat } else { format!("{}…", flat.chars().take(max).collect::<String>()) }
+    let flat: String = s
+        .chars()
+        .map(|c| {
+            if c == '\n' {
+                '⏎'
+            } else if c == '\t' {
+                '→'
+            } else {
+                c
+            }
+        })
+        .collect();
+    if flat.chars().count() <= max {
+        flat
+    } else {
+        format!("{}…", flat.chars().take(max).collect::<String>())
+    }
 }
 
 #[test]
@@ -221,11 +262,21 @@ fn shield_meets_recall_and_false_positive_targets_on_the_corpus() {
         let findings = shield::analyze(case.kind, &case.input, &cfg);
         let got = Verdict::of_risk(shield::risk_of(&findings));
         total.add(case, got);
-        by_kind.entry(case.kind.as_str()).or_default().add(case, got);
+        by_kind
+            .entry(case.kind.as_str())
+            .or_default()
+            .add(case, got);
         if got != case.expect {
             miss_count += 1;
-            let ids: Vec<String> = findings.iter().map(|f| format!("{}={}", f.id, f.risk)).collect();
-            let ids = if ids.is_empty() { "-".to_owned() } else { ids.join(",") };
+            let ids: Vec<String> = findings
+                .iter()
+                .map(|f| format!("{}={}", f.id, f.risk))
+                .collect();
+            let ids = if ids.is_empty() {
+                "-".to_owned()
+            } else {
+                ids.join(",")
+            };
             let _ = writeln!(
                 misses,
                 "{:<5} {:>4}  {:<7} {:<7} {:<9}  {:<70}  {}",
@@ -245,11 +296,18 @@ fn shield_meets_recall_and_false_positive_targets_on_the_corpus() {
     let benign = cases.iter().filter(|c| c.class == Class::Benign).count();
 
     println!("misses ({miss_count} of {n}; `got` differs from `expected`):");
-    println!("{:<5} {:>4}  {:<7} {:<7} {:<9}  {:<70}  findings", "kind", "line", "expect", "got", "class", "input");
+    println!(
+        "{:<5} {:>4}  {:<7} {:<7} {:<9}  {:<70}  findings",
+        "kind", "line", "expect", "got", "class", "input"
+    );
     print!("{misses}");
     println!();
     println!("corpus: {n} items, {evasions} evasions, {benign} benign");
-    for (kind, m) in by_kind.iter().map(|(k, m)| (*k, *m)).chain(std::iter::once(("all", total))) {
+    for (kind, m) in by_kind
+        .iter()
+        .map(|(k, m)| (*k, *m))
+        .chain(std::iter::once(("all", total)))
+    {
         println!(
             "{kind:<5} block recall {}  dangerous recall {}  false positives {}  evasions caught {}",
             m.block_recall, m.dangerous_recall, m.false_positive, m.evasion_recall
@@ -261,21 +319,38 @@ fn shield_meets_recall_and_false_positive_targets_on_the_corpus() {
         failures.push(format!("corpus has {n} items, fewer than {MIN_ITEMS}"));
     }
     if evasions * 4 < n {
-        failures.push(format!("only {evasions} of {n} items are evasions (need ≥ 1/4)"));
+        failures.push(format!(
+            "only {evasions} of {n} items are evasions (need ≥ 1/4)"
+        ));
     }
     if benign * 4 < n {
-        failures.push(format!("only {benign} of {n} items are benign (need ≥ 1/4)"));
+        failures.push(format!(
+            "only {benign} of {n} items are benign (need ≥ 1/4)"
+        ));
     }
     if total.block_recall.value() < MIN_BLOCK_RECALL {
-        failures.push(format!("block recall {} < {MIN_BLOCK_RECALL}", total.block_recall));
+        failures.push(format!(
+            "block recall {} < {MIN_BLOCK_RECALL}",
+            total.block_recall
+        ));
     }
     if total.dangerous_recall.value() < MIN_DANGEROUS_RECALL {
-        failures.push(format!("dangerous recall {} < {MIN_DANGEROUS_RECALL}", total.dangerous_recall));
+        failures.push(format!(
+            "dangerous recall {} < {MIN_DANGEROUS_RECALL}",
+            total.dangerous_recall
+        ));
     }
     if total.false_positive.value() > MAX_FALSE_POSITIVE_RATE {
-        failures.push(format!("false-positive rate {} > {MAX_FALSE_POSITIVE_RATE}", total.false_positive));
+        failures.push(format!(
+            "false-positive rate {} > {MAX_FALSE_POSITIVE_RATE}",
+            total.false_positive
+        ));
     }
-    assert!(failures.is_empty(), "the shield misses its targets:\n  {}", failures.join("\n  "));
+    assert!(
+        failures.is_empty(),
+        "the shield misses its targets:\n  {}",
+        failures.join("\n  ")
+    );
 }
 
 /// The format checks themselves: a corpus line with an unknown label must be rejected.

@@ -35,7 +35,10 @@ fn band(kind: InputKind, text: &str) -> Band {
 
 fn findings_summary(kind: InputKind, text: &str) -> String {
     let f = shield::analyze(kind, text, &ShieldConfig::default());
-    f.iter().map(|f| format!("{}={}", f.id, f.risk)).collect::<Vec<_>>().join(",")
+    f.iter()
+        .map(|f| format!("{}={}", f.id, f.risk))
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 /// POSIX single-quoting: the text as one word, for `bash -c`, `sh -c` and `eval`.
@@ -44,14 +47,27 @@ fn squote(s: &str) -> String {
 }
 
 fn config() -> Config {
-    Config { cases: 256, failure_persistence: None, ..Config::default() }
+    Config {
+        cases: 256,
+        failure_persistence: None,
+        ..Config::default()
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
 // Spelling invariance: rm of a protected target
 // ---------------------------------------------------------------------------------------------
 
-const RM_TARGETS: &[&str] = &["/", "~", "/etc", "$HOME", "\"$HOME\"", "~/", "/*", "${HOME}"];
+const RM_TARGETS: &[&str] = &[
+    "/",
+    "~",
+    "/etc",
+    "$HOME",
+    "\"$HOME\"",
+    "~/",
+    "/*",
+    "${HOME}",
+];
 const RM_FLAGS: &[&str] = &[
     "-rf",
     "-fr",
@@ -65,7 +81,17 @@ const RM_FLAGS: &[&str] = &[
     "-r --force",
     "-rf --",
 ];
-const RM_NAMES: &[&str] = &["rm", "'rm'", "\"rm\"", "r''m", "r\"\"m", "\\rm", "/bin/rm", "/usr/bin/rm", "'/bin/rm'"];
+const RM_NAMES: &[&str] = &[
+    "rm",
+    "'rm'",
+    "\"rm\"",
+    "r''m",
+    "r\"\"m",
+    "\\rm",
+    "/bin/rm",
+    "/usr/bin/rm",
+    "'/bin/rm'",
+];
 /// What may come first: shell builtins and assignments (they cannot follow an external wrapper).
 /// `exec` replaces the shell with the command: same effect, as long as nothing follows it.
 const FIRST: &[&str] = &["", "command ", "exec ", "A=1 ", "LC_ALL=C "];
@@ -87,7 +113,11 @@ const SHELLS: &[&str] = &["", "bash -c ", "sh -c ", "eval ", "bash -lc "];
 
 fn wrap(first: &str, wrappers: &[&str], command: &str, shell: &str) -> String {
     let inner = format!("{first}{}{command}", wrappers.concat());
-    if shell.is_empty() { inner } else { format!("{shell}{}", squote(&inner)) }
+    if shell.is_empty() {
+        inner
+    } else {
+        format!("{shell}{}", squote(&inner))
+    }
 }
 
 fn rm_spelling() -> impl Strategy<Value = (String, String)> {
@@ -132,8 +162,26 @@ fn push_spelling() -> impl Strategy<Value = (String, String)> {
     (
         select(BRANCHES),
         0usize..9,
-        select(&["", "command ", "env A=1 ", "GIT_TRACE=0 ", "nice ", "timeout 5 "][..]),
-        select(&["git", "\"git\"", "'git'", "/usr/bin/git", "git -C .", "git -c color.ui=never"][..]),
+        select(
+            &[
+                "",
+                "command ",
+                "env A=1 ",
+                "GIT_TRACE=0 ",
+                "nice ",
+                "timeout 5 ",
+            ][..],
+        ),
+        select(
+            &[
+                "git",
+                "\"git\"",
+                "'git'",
+                "/usr/bin/git",
+                "git -C .",
+                "git -c color.ui=never",
+            ][..],
+        ),
         select(&["", "bash -c ", "sh -c ", "eval "][..]),
     )
         .prop_map(|(branch, form, first, git, shell)| {
@@ -173,7 +221,16 @@ proptest! {
 // Spelling invariance: destructive SQL
 // ---------------------------------------------------------------------------------------------
 
-const SQL_SEPARATORS: &[&str] = &[" ", "  ", "\t", "\n", "/**/", " /* x */ ", "\r\n", " -- note\n"];
+const SQL_SEPARATORS: &[&str] = &[
+    " ",
+    "  ",
+    "\t",
+    "\n",
+    "/**/",
+    " /* x */ ",
+    "\r\n",
+    " -- note\n",
+];
 
 fn sql_spelling() -> impl Strategy<Value = (String, String)> {
     let statements: &[&[&str]] = &[
@@ -187,7 +244,16 @@ fn sql_spelling() -> impl Strategy<Value = (String, String)> {
         select(statements),
         proptest::collection::vec(select(SQL_SEPARATORS), 5),
         proptest::collection::vec(any::<bool>(), 64),
-        select(&["", "-- cleanup\n", "/* routine */ ", "SELECT 1; ", "SELECT * FROM t; ", "BEGIN; "][..]),
+        select(
+            &[
+                "",
+                "-- cleanup\n",
+                "/* routine */ ",
+                "SELECT 1; ",
+                "SELECT * FROM t; ",
+                "BEGIN; ",
+            ][..],
+        ),
         select(&["", ";", " ;", ";\n", "; SELECT 1"][..]),
     )
         .prop_map(|(words, seps, upper, prefix, suffix)| {
@@ -202,7 +268,11 @@ fn sql_spelling() -> impl Strategy<Value = (String, String)> {
                 if i + 1 < words.len() {
                     for c in word.chars() {
                         let up = *flip.next().unwrap_or(&true);
-                        spelled.push(if up { c.to_ascii_uppercase() } else { c.to_ascii_lowercase() });
+                        spelled.push(if up {
+                            c.to_ascii_uppercase()
+                        } else {
+                            c.to_ascii_lowercase()
+                        });
                     }
                 } else {
                     spelled.push_str(word);
@@ -245,21 +315,40 @@ fn canonical_forms_are_blocked() {
     for target in RM_TARGETS {
         let c = format!("rm -rf {target}");
         if band(InputKind::Shell, &c) != Band::Block {
-            wrong.push(format!("shell `{c}` [{}]", findings_summary(InputKind::Shell, &c)));
+            wrong.push(format!(
+                "shell `{c}` [{}]",
+                findings_summary(InputKind::Shell, &c)
+            ));
         }
     }
     for branch in BRANCHES {
         let c = format!("git push --force origin {branch}");
         if band(InputKind::Shell, &c) != Band::Block {
-            wrong.push(format!("shell `{c}` [{}]", findings_summary(InputKind::Shell, &c)));
+            wrong.push(format!(
+                "shell `{c}` [{}]",
+                findings_summary(InputKind::Shell, &c)
+            ));
         }
     }
-    for c in ["DROP TABLE users", "DROP TABLE IF EXISTS users", "TRUNCATE TABLE orders", "DELETE FROM users", "DROP DATABASE shop"] {
+    for c in [
+        "DROP TABLE users",
+        "DROP TABLE IF EXISTS users",
+        "TRUNCATE TABLE orders",
+        "DELETE FROM users",
+        "DROP DATABASE shop",
+    ] {
         if band(InputKind::Sql, c) != Band::Block {
-            wrong.push(format!("sql `{c}` [{}]", findings_summary(InputKind::Sql, c)));
+            wrong.push(format!(
+                "sql `{c}` [{}]",
+                findings_summary(InputKind::Sql, c)
+            ));
         }
     }
-    assert!(wrong.is_empty(), "canonical dangerous forms not blocked:\n  {}", wrong.join("\n  "));
+    assert!(
+        wrong.is_empty(),
+        "canonical dangerous forms not blocked:\n  {}",
+        wrong.join("\n  ")
+    );
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -275,7 +364,11 @@ fn analyse_on_thread(name: &str, kind: InputKind, text: String) -> (Band, String
         .spawn(move || {
             let findings = shield::analyze(kind, &text, &ShieldConfig::default());
             let risk = shield::risk_of(&findings);
-            let ids = findings.iter().map(|f| format!("{}={}", f.id, f.risk)).collect::<Vec<_>>().join(",");
+            let ids = findings
+                .iter()
+                .map(|f| format!("{}={}", f.id, f.risk))
+                .collect::<Vec<_>>()
+                .join(",");
             (risk, ids)
         })
         .expect("spawn");
@@ -304,7 +397,10 @@ fn analyse_on_thread(name: &str, kind: InputKind, text: String) -> (Band, String
 fn assert_not_allowed(name: &str, kind: InputKind, text: String) {
     let len = text.len();
     let (b, ids) = analyse_on_thread(name, kind, text);
-    assert!(b >= Band::Approve, "{name} ({len} bytes) was {b:?} [{ids}]; adversarial input must never be allowed");
+    assert!(
+        b >= Band::Approve,
+        "{name} ({len} bytes) was {b:?} [{ids}]; adversarial input must never be allowed"
+    );
 }
 
 #[test]
@@ -316,7 +412,11 @@ fn nested_command_substitution_10000_deep() {
 
 #[test]
 fn nested_command_substitution_10000_deep_unclosed() {
-    assert_not_allowed("nested $( unclosed", InputKind::Shell, format!("{}rm -rf /", "$(".repeat(10_000)));
+    assert_not_allowed(
+        "nested $( unclosed",
+        InputKind::Shell,
+        format!("{}rm -rf /", "$(".repeat(10_000)),
+    );
 }
 
 #[test]
@@ -368,12 +468,20 @@ fn ten_thousand_nested_sql_parentheses() {
 
 #[test]
 fn ten_thousand_unclosed_sql_parentheses() {
-    assert_not_allowed("10,000 unclosed parentheses", InputKind::Sql, format!("SELECT {}1", "(".repeat(10_000)));
+    assert_not_allowed(
+        "10,000 unclosed parentheses",
+        InputKind::Sql,
+        format!("SELECT {}1", "(".repeat(10_000)),
+    );
 }
 
 #[test]
 fn ten_thousand_nested_sql_subqueries() {
     let n = 10_000;
-    let text = format!("DELETE FROM t WHERE id IN {}1{}", "(SELECT ".repeat(n), ")".repeat(n));
+    let text = format!(
+        "DELETE FROM t WHERE id IN {}1{}",
+        "(SELECT ".repeat(n),
+        ")".repeat(n)
+    );
     assert_not_allowed("10,000 nested subqueries", InputKind::Sql, text);
 }

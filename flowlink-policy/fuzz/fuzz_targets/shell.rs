@@ -13,8 +13,17 @@ fuzz_target!(|data: &[u8]| {
     let findings = shield::analyze(InputKind::Shell, &text, &cfg);
     for f in &findings {
         assert!(f.risk <= 100, "risk {} out of range in {}", f.risk, f.id);
-        assert!(f.id.starts_with(f.category.as_str()), "id {} outside its category {}", f.id, f.category);
-        assert!(f.evidence.chars().count() <= 201, "evidence longer than 200 bytes in {}", f.id);
+        assert!(
+            f.id.starts_with(f.category.as_str()),
+            "id {} outside its category {}",
+            f.id,
+            f.category
+        );
+        assert!(
+            f.evidence.chars().count() <= 201,
+            "evidence longer than 200 bytes in {}",
+            f.id
+        );
     }
     let _ = shield::risk_of(&findings);
 });
