@@ -4,6 +4,9 @@
 //! rule packs in [`rules`]. Text that is only data (quoted arguments, heredoc bodies written to
 //! files, comments) is never matched.
 
+// Let-chains would read no better than the nested `if let`s here.
+#![allow(clippy::collapsible_if, clippy::collapsible_match)]
+
 mod paths;
 mod prescan;
 mod rules;

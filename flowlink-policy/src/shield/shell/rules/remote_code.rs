@@ -332,7 +332,10 @@ pub(crate) fn ssh(ctx: &mut Ctx, cmd: &Cmd, depth: usize) {
     while i < args.len() {
         let t = args[i].text.as_str();
         if t.starts_with('-') {
-            if t.len() == 2 && "bcDEeFIiJLlmOopQRSWw".contains(&t[1..]) {
+            if t.len() == 2
+                && t.strip_prefix('-')
+                    .is_some_and(|f| "bcDEeFIiJLlmOopQRSWw".contains(f))
+            {
                 i += 1;
             }
             i += 1;

@@ -303,7 +303,7 @@ pub(crate) fn check(ctx: &mut Ctx, cmd: &Cmd, name: &str) {
                 .any(|a| a.starts_with('-') && a.contains('r') && !a.starts_with("--"))
             {
                 ctx.push("system.crontab_remove", C, 85, "`crontab -r` deletes all of this user's scheduled jobs with no confirmation and no backup. Edit with `crontab -e` instead.".to_owned(), &ev());
-            } else if f.iter().any(|a| *a == "-e") {
+            } else if f.contains(&"-e") {
                 ctx.push(
                     "system.persistence",
                     C,
@@ -311,7 +311,7 @@ pub(crate) fn check(ctx: &mut Ctx, cmd: &Cmd, name: &str) {
                     "`crontab -e` edits scheduled jobs.".to_owned(),
                     &ev(),
                 );
-            } else if !f.iter().any(|a| *a == "-l") && !f.is_empty()
+            } else if !f.contains(&"-l") && !f.is_empty()
                 || matches!(
                     cmd.stdin,
                     super::super::walk::Stdin::Pipe(_) | super::super::walk::Stdin::Here(_)
