@@ -18,7 +18,7 @@ mod tests;
 
 use std::sync::OnceLock;
 
-use regex::Regex;
+use regex::{Regex, RegexSet};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
@@ -184,6 +184,13 @@ struct Pattern {
 
 const SENSITIVE: &str = r"(?:~/\.ssh|\.ssh/|id_rsa|id_ed25519|id_ecdsa|\.aws/credentials|\.aws/config|mcp\.json|\.cursor/|claude_desktop_config|\.claude\.json|\.env\b|/etc/passwd|/etc/shadow|\.npmrc|\.pypirc|\.netrc|\.git-credentials|\.kube/config|\.docker/config\.json|\.gnupg|\.config/gcloud|\.bash_history|\.zsh_history|keychain|wallet\.dat|ssh[_ -]?(?:private[_ -]?)?keys?)";
 
+/// All patterns at once, for a single first pass over the text.
+fn pattern_set() -> Option<&'static RegexSet> {
+    static S: OnceLock<Option<RegexSet>> = OnceLock::new();
+    S.get_or_init(|| RegexSet::new(patterns().iter().map(|(p, _)| p.re.as_str())).ok())
+        .as_ref()
+}
+
 fn patterns() -> &'static [(Pattern, Option<Regex>)] {
     static P: OnceLock<Vec<(Pattern, Option<Regex>)>> = OnceLock::new();
     P.get_or_init(|| {
@@ -244,7 +251,9 @@ fn patterns() -> &'static [(Pattern, Option<Regex>)] {
             },
         ];
         list.into_iter()
-            .map(|p| {
+            .map(|mut p| {
+                // ASCII word boundaries keep the fast DFA on non-ASCII text.
+                p.re = p.re.replace(r"\b", r"(?-u:\b)");
                 let re = Regex::new(&p.re).ok();
                 (p, re)
             })
@@ -268,8 +277,12 @@ fn snippet(text: &str, start: usize, end: usize) -> String {
 /// Findings about instructions hidden in one piece of text (`place` says where it was).
 fn scan_text(raw: &str, place: &str, for_result: bool, out: &mut Vec<ShieldFinding>) {
     let n = normalise(raw);
-    for (p, re) in patterns() {
+    let hits = pattern_set().map(|set| set.matches(&n.text));
+    for (i, (p, re)) in patterns().iter().enumerate() {
         let Some(re) = re else { continue };
+        if hits.as_ref().is_some_and(|h| !h.matched(i)) {
+            continue;
+        }
         if out.iter().any(|f| f.id == p.id) {
             continue;
         }

@@ -450,3 +450,66 @@ fn shadowing_cases() {
     assert!(shadowing("evil", "summarise", &others).is_none());
     assert!(shadowing("evil", "bash", &others).is_none());
 }
+
+/// `cargo test -p flowlink-policy --release --lib perf_guardrails -- --ignored --nocapture`
+#[test]
+#[ignore = "timing report, run in release"]
+fn perf_guardrails() {
+    let mut text = String::new();
+    let mut i = 0u32;
+    while text.len() < 1 << 20 {
+        i += 1;
+        text.push_str(&format!(
+            "{{\"id\": {i}, \"sha\": \"9fceb02d0ae598e95dc970b74767f19372d61af8\", \"msg\": \"Lorem ipsum dolor sit amet, token=abc\", \"path\": \"/src/main.rs\"}}\n"
+        ));
+    }
+    let gh = cat(&["ghp_", "aB3dE5gH7jK9mN1pQ3sT5vW7yZ9bC1dE3fG5"]);
+    let mut with = text.clone();
+    with.push_str(&gh);
+    for (name, t) in [("clean 1 MiB", &text), ("1 MiB + 1 secret", &with)] {
+        let _ = find_secrets(t);
+        let n = 20;
+        let s = std::time::Instant::now();
+        for _ in 0..n {
+            std::hint::black_box(redact_secrets(std::hint::black_box(t)));
+        }
+        eprintln!(
+            "{:>8.2} ms  redact_secrets {name}",
+            s.elapsed().as_secs_f64() * 1e3 / f64::from(n)
+        );
+        let s = std::time::Instant::now();
+        for _ in 0..n {
+            std::hint::black_box(scan_result_text(std::hint::black_box(t)));
+        }
+        eprintln!(
+            "{:>8.2} ms  scan_result_text {name}",
+            s.elapsed().as_secs_f64() * 1e3 / f64::from(n)
+        );
+    }
+    let schema = json!({"type": "object", "properties": {"path": {"type": "string", "description": "Path of the file to read."}, "encoding": {"type": "string", "enum": ["utf-8", "latin1"]}}});
+    let n = 10_000;
+    let s = std::time::Instant::now();
+    for _ in 0..n {
+        std::hint::black_box(scan_tool(
+            "read_file",
+            "Read the complete contents of a file from the file system.",
+            &schema,
+        ));
+    }
+    eprintln!(
+        "{:>8.2} µs  scan_tool typical",
+        s.elapsed().as_secs_f64() * 1e6 / f64::from(n)
+    );
+    let s = std::time::Instant::now();
+    for _ in 0..n {
+        std::hint::black_box(tool_fingerprint(
+            "read_file",
+            "Read the complete contents of a file.",
+            &schema,
+        ));
+    }
+    eprintln!(
+        "{:>8.2} µs  tool_fingerprint typical",
+        s.elapsed().as_secs_f64() * 1e6 / f64::from(n)
+    );
+}

@@ -335,12 +335,26 @@ impl Analysis<'_> {
         if let Statement::ExplainTable { .. } = stmt {
             return;
         }
-        let evidence = stmt.to_string();
+        let evidence = Evidence {
+            stmt,
+            text: std::cell::OnceCell::new(),
+        };
         let mut v = Walker {
             a: self,
             evidence: &evidence,
         };
         let _ = stmt.visit(&mut v);
+    }
+
+    fn push_ev(
+        &mut self,
+        id: &'static str,
+        risk: u8,
+        explanation: String,
+        evidence: &Evidence<'_>,
+    ) {
+        self.out
+            .push(finding(id, risk, explanation, evidence.get()));
     }
 
     fn push(&mut self, id: &'static str, risk: u8, explanation: String, evidence: &str) {
@@ -469,9 +483,41 @@ fn is_dangerous_function(name: &ObjectName) -> Option<String> {
     DANGEROUS_FUNCTIONS.contains(&n.as_str()).then_some(n)
 }
 
+/// A statement's text for evidence, rendered only when a finding needs it.
+struct Evidence<'a> {
+    stmt: &'a Statement,
+    text: std::cell::OnceCell<String>,
+}
+
+impl Evidence<'_> {
+    fn get(&self) -> &str {
+        self.text.get_or_init(|| {
+            // Render at most what the evidence can show.
+            use std::fmt::Write as _;
+            let mut w = Bounded(String::new());
+            let _ = write!(w, "{}", self.stmt);
+            w.0
+        })
+    }
+}
+
+/// A `fmt::Write` that stops (with an error, ending the formatting) once it holds enough.
+struct Bounded(String);
+
+impl std::fmt::Write for Bounded {
+    fn write_str(&mut self, s: &str) -> std::fmt::Result {
+        self.0.push_str(s);
+        if self.0.len() > EVIDENCE_MAX + 8 {
+            Err(std::fmt::Error)
+        } else {
+            Ok(())
+        }
+    }
+}
+
 struct Walker<'a, 'b> {
     a: &'a mut Analysis<'b>,
-    evidence: &'a str,
+    evidence: &'a Evidence<'a>,
 }
 
 impl Visitor for Walker<'_, '_> {
@@ -511,7 +557,7 @@ impl Visitor for Walker<'_, '_> {
                 // MySQL / embedded-SQL variables, not a table.
                 return ControlFlow::Continue(());
             }
-            self.a.push(
+            self.a.push_ev(
                 "database.select_into",
                 50,
                 format!("`SELECT … INTO {}` creates a new table from the query; ask before creating tables, or run the plain SELECT.", targets),
@@ -525,7 +571,7 @@ impl Visitor for Walker<'_, '_> {
 impl Walker<'_, '_> {
     fn dangerous(&mut self, name: &ObjectName) {
         if let Some(f) = is_dangerous_function(name) {
-            self.a.push(
+            self.a.push_ev(
                 "database.dangerous_function",
                 90,
                 format!("`{f}` reads or writes files on the database server, runs programs or connects to other servers from inside the database; an agent has no routine reason to use it. Read files with the file tools instead."),
@@ -562,7 +608,7 @@ fn is_production(cfg: &ShieldConfig, ns: &[ObjectName]) -> bool {
 }
 
 /// The finding for one statement node (not its children, which the walker visits).
-fn classify(a: &mut Analysis<'_>, s: &Statement, ev: &str) {
+fn classify(a: &mut Analysis<'_>, s: &Statement, ev: &Evidence<'_>) {
     match s {
         // Reads and session control.
         Statement::Query(_)
@@ -601,26 +647,26 @@ fn classify(a: &mut Analysis<'_>, s: &Statement, ev: &str) {
         | Statement::Print(_)
         | Statement::Return(_) => {}
         Statement::Pragma { value: None, .. } => {}
-        Statement::Insert(_) => a.push(
+        Statement::Insert(_) => a.push_ev(
             "database.insert",
             50,
             "this INSERT adds rows; writes need a person's approval. Use a read-only query if you only need to look at data.".into(),
             ev,
         ),
         Statement::Update(u) => match &u.selection {
-            None => a.push(
+            None => a.push_ev(
                 "database.update_all",
                 85,
                 "this UPDATE has no WHERE clause, so it rewrites every row of the table. Add a WHERE that selects only the rows you mean.".into(),
                 ev,
             ),
-            Some(w) if always_true(w, 0) => a.push(
+            Some(w) if always_true(w, 0) => a.push_ev(
                 "database.update_all",
                 85,
                 format!("this UPDATE's WHERE clause (`{}`) is always true, so it rewrites every row of the table. Add a WHERE that selects only the rows you mean.", super::evidence(&w.to_string(), 80)),
                 ev,
             ),
-            Some(_) => a.push(
+            Some(_) => a.push_ev(
                 "database.update",
                 55,
                 "this UPDATE changes rows; writes need a person's approval. Check the WHERE clause selects only the rows you mean.".into(),
@@ -628,32 +674,32 @@ fn classify(a: &mut Analysis<'_>, s: &Statement, ev: &str) {
             ),
         },
         Statement::Delete(d) => match &d.selection {
-            None if d.limit.is_some() => a.push(
+            None if d.limit.is_some() => a.push_ev(
                 "database.delete",
                 65,
                 "this DELETE has no WHERE clause, only a LIMIT, so it deletes arbitrary rows. Add a WHERE that selects the rows you mean.".into(),
                 ev,
             ),
-            None => a.push(
+            None => a.push_ev(
                 "database.delete_all",
                 90,
                 "this DELETE has no WHERE clause, so it deletes every row of the table. Add a WHERE that selects only the rows you mean.".into(),
                 ev,
             ),
-            Some(w) if always_true(w, 0) => a.push(
+            Some(w) if always_true(w, 0) => a.push_ev(
                 "database.delete_all",
                 90,
                 format!("this DELETE's WHERE clause (`{}`) is always true, so it deletes every row of the table. Add a WHERE that selects only the rows you mean.", super::evidence(&w.to_string(), 80)),
                 ev,
             ),
-            Some(_) => a.push(
+            Some(_) => a.push_ev(
                 "database.delete",
                 60,
                 "this DELETE removes rows; writes need a person's approval. Check the WHERE clause selects only the rows you mean.".into(),
                 ev,
             ),
         },
-        Statement::Merge(_) => a.push(
+        Statement::Merge(_) => a.push_ev(
             "database.merge",
             55,
             "this MERGE inserts, updates or deletes rows; writes need a person's approval.".into(),
@@ -683,7 +729,7 @@ fn classify(a: &mut Analysis<'_>, s: &Statement, ev: &str) {
             } else {
                 format!("this DROP removes the {what} `{list}`; schema changes need a person's approval.")
             };
-            a.push(id, if prod { 100 } else { risk }, explanation, ev);
+            a.push_ev(id, if prod { 100 } else { risk }, explanation, ev);
         }
         Statement::DropFunction(_)
         | Statement::DropDomain(_)
@@ -696,13 +742,13 @@ fn classify(a: &mut Analysis<'_>, s: &Statement, ev: &str) {
         | Statement::DropOperator(_)
         | Statement::DropOperatorFamily(_)
         | Statement::DropOperatorClass(_)
-        | Statement::DropTrigger(_) => a.push(
+        | Statement::DropTrigger(_) => a.push_ev(
             "database.drop_object",
             60,
             "this DROP removes a database object; schema changes need a person's approval.".into(),
             ev,
         ),
-        Statement::Truncate(t) => a.push(
+        Statement::Truncate(t) => a.push_ev(
             "database.truncate",
             90,
             format!(
@@ -729,24 +775,24 @@ fn classify(a: &mut Analysis<'_>, s: &Statement, ev: &str) {
                 }
             }
             match worst {
-                Some((id, risk, e)) => a.push(id, risk, e, ev),
-                None => a.push("database.alter", 55, format!("this ALTER changes the schema of `{}`; schema changes need a person's approval.", at.name), ev),
+                Some((id, risk, e)) => a.push_ev(id, risk, e, ev),
+                None => a.push_ev("database.alter", 55, format!("this ALTER changes the schema of `{}`; schema changes need a person's approval.", at.name), ev),
             }
         }
         Statement::Copy { to, target, .. } => match target {
-            CopyTarget::Program { command } => a.push(
+            CopyTarget::Program { command } => a.push_ev(
                 "database.copy_program",
                 95,
                 format!("`COPY … {} PROGRAM '{}'` runs a shell command on the database server. Run commands through the shell tool, where they are checked, instead.", if *to { "TO" } else { "FROM" }, super::evidence(command, 80)),
                 ev,
             ),
-            CopyTarget::File { filename } => a.push(
+            CopyTarget::File { filename } => a.push_ev(
                 "database.copy_file",
                 85,
                 format!("`COPY … {} '{}'` makes the database server {} a file on its own disk. Use `\\copy` or COPY … {} STDOUT/STDIN through the client instead.", if *to { "TO" } else { "FROM" }, super::evidence(filename, 80), if *to { "write" } else { "read" }, if *to { "TO" } else { "FROM" }),
                 ev,
             ),
-            CopyTarget::Stdin if !*to => a.push(
+            CopyTarget::Stdin if !*to => a.push_ev(
                 "database.copy_from",
                 50,
                 "`COPY … FROM STDIN` loads rows into a table; writes need a person's approval.".into(),
@@ -756,47 +802,47 @@ fn classify(a: &mut Analysis<'_>, s: &Statement, ev: &str) {
         },
         Statement::Grant(g) => {
             if matches!(g.privileges, Privileges::All { .. }) {
-                a.push("database.grant_all", 85, "`GRANT ALL` gives every privilege on the object away; grant only the specific privileges needed, and have a person do it.".into(), ev);
+                a.push_ev("database.grant_all", 85, "`GRANT ALL` gives every privilege on the object away; grant only the specific privileges needed, and have a person do it.".into(), ev);
             } else {
-                a.push("database.grant", 60, "this GRANT changes who may read or change data; permission changes need a person's approval.".into(), ev);
+                a.push_ev("database.grant", 60, "this GRANT changes who may read or change data; permission changes need a person's approval.".into(), ev);
             }
         }
-        Statement::Revoke(_) | Statement::RevokeRole(_) | Statement::Deny(_) | Statement::AlterDefaultPrivileges(_) => a.push(
+        Statement::Revoke(_) | Statement::RevokeRole(_) | Statement::Deny(_) | Statement::AlterDefaultPrivileges(_) => a.push_ev(
             "database.revoke",
             60,
             "this statement changes privileges, which can lock people or services out; permission changes need a person's approval.".into(),
             ev,
         ),
-        Statement::GrantRole(_) => a.push("database.grant", 60, "this GRANT gives a role to someone; permission changes need a person's approval.".into(), ev),
+        Statement::GrantRole(_) => a.push_ev("database.grant", 60, "this GRANT gives a role to someone; permission changes need a person's approval.".into(), ev),
         Statement::CreateRole(r) => {
             if r.superuser == Some(true) {
-                a.push("database.superuser", 90, "this creates a SUPERUSER role, which bypasses every permission check in the database. Create a role with only the privileges it needs, and have a person do it.".into(), ev);
+                a.push_ev("database.superuser", 90, "this creates a SUPERUSER role, which bypasses every permission check in the database. Create a role with only the privileges it needs, and have a person do it.".into(), ev);
             } else {
-                a.push("database.create_role", 55, "this creates a database role; permission changes need a person's approval.".into(), ev);
+                a.push_ev("database.create_role", 55, "this creates a database role; permission changes need a person's approval.".into(), ev);
             }
         }
         Statement::AlterRole { operation, .. } => {
             let su = matches!(operation, AlterRoleOperation::WithOptions { options } if options.iter().any(|o| matches!(o, RoleOption::SuperUser(true))));
             if su {
-                a.push("database.superuser", 90, "this makes a role SUPERUSER, which bypasses every permission check in the database. Grant only the privileges needed, and have a person do it.".into(), ev);
+                a.push_ev("database.superuser", 90, "this makes a role SUPERUSER, which bypasses every permission check in the database. Grant only the privileges needed, and have a person do it.".into(), ev);
             } else {
-                a.push("database.alter_role", 55, "this changes a database role; permission changes need a person's approval.".into(), ev);
+                a.push_ev("database.alter_role", 55, "this changes a database role; permission changes need a person's approval.".into(), ev);
             }
         }
-        Statement::CreateUser(_) | Statement::AlterUser(_) => a.push("database.alter_role", 55, "this creates or changes a database user; permission changes need a person's approval.".into(), ev),
+        Statement::CreateUser(_) | Statement::AlterUser(_) => a.push_ev("database.alter_role", 55, "this creates or changes a database user; permission changes need a person's approval.".into(), ev),
         Statement::Call(f) => {
             if let Some(n) = is_dangerous_function(&f.name) {
-                a.push("database.dangerous_function", 90, format!("`CALL {n}` runs programs or touches server files from inside the database; an agent has no routine reason to use it."), ev);
+                a.push_ev("database.dangerous_function", 90, format!("`CALL {n}` runs programs or touches server files from inside the database; an agent has no routine reason to use it."), ev);
             } else {
-                a.push("database.call", 50, format!("`CALL {}` runs a stored procedure, which can change anything; ask a person first.", f.name), ev);
+                a.push_ev("database.call", 50, format!("`CALL {}` runs a stored procedure, which can change anything; ask a person first.", f.name), ev);
             }
         }
         Statement::Execute { name, .. } => match name.as_ref().and_then(is_dangerous_function) {
-            Some(n) => a.push("database.dangerous_function", 95, format!("`EXEC {n}` runs an operating-system command from inside the database server; run commands through the shell tool instead."), ev),
-            None => a.push("database.call", 50, "this EXECUTE runs a stored procedure or prepared statement, which can change anything; ask a person first.".into(), ev),
+            Some(n) => a.push_ev("database.dangerous_function", 95, format!("`EXEC {n}` runs an operating-system command from inside the database server; run commands through the shell tool instead."), ev),
+            None => a.push_ev("database.call", 50, "this EXECUTE runs a stored procedure or prepared statement, which can change anything; ask a person first.".into(), ev),
         },
         Statement::Set(set) => set_finding(a, set, ev),
-        Statement::CreateFunction(_) | Statement::CreateProcedure { .. } | Statement::CreateTrigger(_) | Statement::CreateExtension(_) | Statement::CreateMacro { .. } => a.push(
+        Statement::CreateFunction(_) | Statement::CreateProcedure { .. } | Statement::CreateTrigger(_) | Statement::CreateExtension(_) | Statement::CreateMacro { .. } => a.push_ev(
             "database.create_code",
             60,
             "this installs code in the database (function, procedure, trigger or extension) that runs later with the database's privileges; ask a person first.".into(),
@@ -810,29 +856,29 @@ fn classify(a: &mut Analysis<'_>, s: &Statement, ev: &str) {
         | Statement::CreateDatabase { .. }
         | Statement::CreateSequence { .. }
         | Statement::CreateType { .. }
-        | Statement::CreateDomain(_) => a.push(
+        | Statement::CreateDomain(_) => a.push_ev(
             "database.create",
             45,
             "this creates a database object; schema changes need a person's approval.".into(),
             ev,
         ),
-        Statement::AttachDatabase { .. } | Statement::AttachDuckDBDatabase { .. } => a.push(
+        Statement::AttachDatabase { .. } | Statement::AttachDuckDBDatabase { .. } => a.push_ev(
             "database.attach",
             60,
             "`ATTACH DATABASE` opens (or creates) another database file on the server's disk; ask a person first.".into(),
             ev,
         ),
-        Statement::LoadData { .. } | Statement::Load { .. } | Statement::Install { .. } => a.push(
+        Statement::LoadData { .. } | Statement::Load { .. } | Statement::Install { .. } => a.push_ev(
             "database.load",
             65,
             "this loads a file or extension into the database; ask a person first.".into(),
             ev,
         ),
-        Statement::Kill { .. } => a.push("database.kill", 60, "`KILL` ends another session or query; ask a person first.".into(), ev),
+        Statement::Kill { .. } => a.push_ev("database.kill", 60, "`KILL` ends another session or query; ask a person first.".into(), ev),
         Statement::Vacuum(_) | Statement::OptimizeTable { .. } | Statement::Flush { .. } | Statement::Cache { .. } | Statement::UNCache { .. } | Statement::Discard { .. } | Statement::Reset(_) | Statement::NOTIFY { .. } | Statement::Comment { .. } | Statement::RefreshMaterializedView(_) => {
-            a.push("database.maintenance", 40, "this maintenance statement changes server or object state; ask a person first.".into(), ev)
+            a.push_ev("database.maintenance", 40, "this maintenance statement changes server or object state; ask a person first.".into(), ev)
         }
-        _ => a.push(
+        _ => a.push_ev(
             "database.write",
             50,
             "this statement changes data, schema or server state; writes need a person's approval. Use a read-only query if you only need to look.".into(),
@@ -841,27 +887,27 @@ fn classify(a: &mut Analysis<'_>, s: &Statement, ev: &str) {
     }
 }
 
-fn set_finding(a: &mut Analysis<'_>, set: &Set, ev: &str) {
+fn set_finding(a: &mut Analysis<'_>, set: &Set, ev: &Evidence<'_>) {
     match set {
-        Set::SingleAssignment { scope: Some(ContextModifier::Global), .. } => a.push(
+        Set::SingleAssignment { scope: Some(ContextModifier::Global), .. } => a.push_ev(
             "database.set_global",
             60,
             "`SET GLOBAL` changes a server setting for every session; ask a person first.".into(),
             ev,
         ),
-        Set::SetRole { .. } | Set::SetSessionAuthorization(_) => a.push(
+        Set::SetRole { .. } | Set::SetSessionAuthorization(_) => a.push_ev(
             "database.set_role",
             55,
             "this switches the role the session acts as; privilege changes need a person's approval.".into(),
             ev,
         ),
-        Set::SingleAssignment { .. } | Set::ParenthesizedAssignments { .. } | Set::MultipleAssignments { .. } => a.push(
+        Set::SingleAssignment { .. } | Set::ParenthesizedAssignments { .. } | Set::MultipleAssignments { .. } => a.push_ev(
             "database.set",
             15,
             "this SET changes a setting of the current session only.".into(),
             ev,
         ),
-        _ => a.push("database.set", 40, "this SET changes a server or session setting; ask a person first.".into(), ev),
+        _ => a.push_ev("database.set", 40, "this SET changes a server or session setting; ask a person first.".into(), ev),
     }
 }
 

@@ -421,3 +421,27 @@ fn no_panic_on_odd_input() {
         }
     }
 }
+
+/// `cargo test -p flowlink-policy --release --lib perf_sql -- --ignored --nocapture`
+#[test]
+#[ignore = "timing report, run in release"]
+fn perf_sql() {
+    let c = cfg(SqlDialect::Postgres);
+    for sql in [
+        "SELECT u.id, u.name FROM users u JOIN orders o ON o.user_id = u.id WHERE o.total > 100 ORDER BY u.id LIMIT 50",
+        "UPDATE users SET name = 'x' WHERE id = 5",
+        "DROP TABLE users",
+        "WITH x AS (DELETE FROM users RETURNING *) SELECT * FROM x",
+        "SELEKT garbage FRUM nowhere",
+    ] {
+        let n = 20_000;
+        let t = std::time::Instant::now();
+        for _ in 0..n {
+            std::hint::black_box(analyze(std::hint::black_box(sql), &c));
+        }
+        eprintln!(
+            "{:>8.2} µs  {sql}",
+            t.elapsed().as_secs_f64() * 1e6 / f64::from(n)
+        );
+    }
+}
