@@ -93,6 +93,7 @@
 mod condition;
 mod error;
 mod explain;
+mod index;
 mod pattern;
 mod policy;
 mod rate;

@@ -12,6 +12,7 @@ use toml::Spanned;
 use crate::condition::{Condition, Test, validate_pointer};
 use crate::error::{PolicyError, line_column};
 use crate::explain::{Explanation, RuleTrace, TraceOutcome};
+use crate::index::{INDEX_MIN_RULES, RuleIndex};
 use crate::pattern::{Pattern, Patterns};
 use crate::rate::{RateLimitSpec, RateScope};
 use crate::raw::{OneOrMany, RawCondition, RawPolicy, RawRateLimit, RawRule, RawShield};
@@ -297,6 +298,8 @@ pub struct Policy {
     confirm_timeout: Duration,
     pub(crate) rate_limits: Vec<RateLimitSpec>,
     shield: ShieldSettings,
+    /// Built for large policies; `None` means a linear scan.
+    index: Option<RuleIndex>,
 }
 
 /// Default wait for an in-editor confirmation.
@@ -325,6 +328,7 @@ impl Policy {
             confirm_timeout: Duration::from_secs(DEFAULT_CONFIRM_TIMEOUT_SECS),
             rate_limits: Vec::new(),
             shield: ShieldSettings::default(),
+            index: None,
         }
     }
 
@@ -442,9 +446,27 @@ impl Policy {
 
     /// The index of the deciding rule and how many other rules matched at its priority.
     fn winner(&self, call: &ToolCall<'_>, report: &Report) -> Option<(usize, usize)> {
+        match &self.index {
+            Some(index) => self.winner_among(
+                index.candidates(call.service, call.tool).into_iter(),
+                call,
+                report,
+            ),
+            None => self.winner_among(0..self.rules.len(), call, report),
+        }
+    }
+
+    /// Like [`Policy::winner`], over the given rule indices in ascending (evaluation) order.
+    fn winner_among(
+        &self,
+        candidates: impl Iterator<Item = usize>,
+        call: &ToolCall<'_>,
+        report: &Report,
+    ) -> Option<(usize, usize)> {
         let mut best: Option<usize> = None;
         let mut matched = 0usize;
-        for (i, rule) in self.rules.iter().enumerate() {
+        for i in candidates {
+            let rule = &self.rules[i];
             if let Some(b) = best
                 && rule.priority < self.rules[b].priority
             {
@@ -628,6 +650,21 @@ impl Policy {
         }
     }
 
+    #[cfg(test)]
+    pub(crate) fn rules_for_test(&self) -> &[Rule] {
+        &self.rules
+    }
+
+    /// Whether the shield (and the MCP guardrails built on it) is on.
+    pub fn shield_enabled(&self) -> bool {
+        self.shield.enabled
+    }
+
+    /// The shield's thresholds: `(approve_at, block_at)`.
+    pub fn shield_thresholds(&self) -> (u8, u8) {
+        (self.shield.approve_at, self.shield.block_at)
+    }
+
     /// Number of `[[rules]]`.
     pub fn rule_count(&self) -> usize {
         self.rules.len()
@@ -710,6 +747,10 @@ impl Compiler<'_> {
         }
         // Stable: equal priorities keep file order.
         rules.sort_by_key(|r| std::cmp::Reverse(r.priority));
+        if rules.len() >= INDEX_MIN_RULES {
+            policy.index =
+                Some(RuleIndex::build(&rules).map_err(|m| PolicyError::at(self.source, None, m))?);
+        }
         policy.rules = rules;
         if let Some(raw_shield) = raw.shield {
             policy.shield = self.shield(raw_shield)?;
