@@ -21,7 +21,7 @@ fuzz_target!(|data: &[u8]| {
         );
         assert!(
             f.evidence.chars().count() <= 201,
-            "evidence longer than 200 bytes in {}",
+            "evidence longer than 200 characters in {}",
             f.id
         );
     }
