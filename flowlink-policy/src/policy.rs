@@ -348,7 +348,7 @@ impl Policy {
             }
         }
         // Highest risk first: the first finding explains the verdict.
-        findings.sort_by(|a, b| b.finding.risk.cmp(&a.finding.risk));
+        findings.sort_by_key(|f| std::cmp::Reverse(f.finding.risk));
         let risk = findings.first().map_or(0, |f| f.finding.risk);
         Report { findings, risk }
     }
@@ -634,7 +634,7 @@ impl Policy {
     /// the verdict is the shield's alone.
     pub fn shield_check(&self, kind: InputKind, text: &str) -> ShieldVerdict {
         let mut findings = shield::analyze(kind, text, &self.shield.config);
-        findings.sort_by(|a, b| b.risk.cmp(&a.risk));
+        findings.sort_by_key(|f| std::cmp::Reverse(f.risk));
         let risk = shield::risk_of(&findings);
         let action = if risk >= self.shield.block_at {
             Action::Block

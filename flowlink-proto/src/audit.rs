@@ -152,6 +152,27 @@ pub struct ToolCallRecord {
     pub duration_us: Option<i64>,
     /// The JSON-RPC error message or the tool error text, shortened.
     pub error: Option<String>,
+    /// The shield's risk for the call, 0–100 (absent in records written before the shield).
+    #[serde(default)]
+    pub risk: Option<u8>,
+    /// What the shield found in the arguments, highest risk first.
+    #[serde(default)]
+    pub findings: Vec<FindingRecord>,
+}
+
+/// One shield finding as recorded.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FindingRecord {
+    /// Dotted id (`filesystem.delete_home`).
+    pub id: String,
+    /// Category (`filesystem`, `git`, …).
+    pub category: String,
+    /// 0–100.
+    pub risk: u8,
+    /// JSON pointer of the argument it was found in.
+    pub pointer: String,
+    /// What it would do and what to do instead.
+    pub explanation: String,
 }
 
 /// One relay session: a proxy process and the MCP server it wraps, across restarts of that server.

@@ -9,9 +9,10 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand};
-use flowlink_policy::{Labels, Policy, ToolCall};
+use flowlink_policy::{Labels, Policy, ShieldVerdict, ToolCall, shield};
 use flowlink_proxy::audit::{self, AuditQuery, AuditStore};
 use flowlink_proxy::install::{self, Client, InstallOptions, Scope};
+use flowlink_proxy::pins::PinStore;
 use flowlink_proxy::relay::{self, RelayConfig};
 
 /// FlowLink's sidecar: wraps a stdio MCP server, decides every tool call, records everything.
@@ -70,6 +71,74 @@ enum Command {
     Install(InstallArgs),
     /// Undo `install`: restore the original server commands.
     Uninstall(InstallArgs),
+    /// Ask the shield what a shell command or SQL statement would do.
+    #[command(subcommand)]
+    Shield(ShieldCommand),
+    /// Tool pins: list them, accept changed tool definitions, forget pins.
+    #[command(subcommand)]
+    Pins(PinsCommand),
+}
+
+#[derive(Subcommand, Debug)]
+enum PinsCommand {
+    /// List pinned tools and changes waiting for acceptance.
+    List {
+        /// Only this service.
+        #[arg(long)]
+        service: Option<String>,
+        /// Where the pins live (default: the platform data directory).
+        #[arg(long, env = "FLOWLINK_DATA_DIR")]
+        data_dir: Option<PathBuf>,
+    },
+    /// Accept changed tool definitions of a service: they become the pins.
+    Accept {
+        /// The service (`--name`).
+        #[arg(long)]
+        service: String,
+        /// Only this tool.
+        #[arg(long)]
+        tool: Option<String>,
+        /// Where the pins live.
+        #[arg(long, env = "FLOWLINK_DATA_DIR")]
+        data_dir: Option<PathBuf>,
+    },
+    /// Forget pins of a service (or one tool); they are pinned again when next seen.
+    Forget {
+        /// The service (`--name`).
+        #[arg(long)]
+        service: String,
+        /// Only this tool.
+        #[arg(long)]
+        tool: Option<String>,
+        /// Where the pins live.
+        #[arg(long, env = "FLOWLINK_DATA_DIR")]
+        data_dir: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum ShieldCommand {
+    /// Print the verdict (allow / approve / block), the risk and every finding for an input.
+    Check(ShieldCheckArgs),
+}
+
+#[derive(Args, Debug)]
+struct ShieldCheckArgs {
+    /// What the input is.
+    #[arg(long, default_value = "shell", value_parser = ["shell", "sql", "path", "url"])]
+    kind: String,
+    /// Print one JSON object instead of text.
+    #[arg(long)]
+    json: bool,
+    /// Read `{"kind": "shell"|"sql", "input": "…"}` lines from stdin; write one verdict per line.
+    #[arg(long, conflicts_with = "input")]
+    jsonl: bool,
+    /// Use this policy's `[shield]` settings instead of the built-in default.
+    #[arg(long, env = "FLOWLINK_POLICY")]
+    policy: Option<PathBuf>,
+    /// The command or statement, after `--`.
+    #[arg(last = true)]
+    input: Vec<String>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -159,6 +228,8 @@ fn main() -> ExitCode {
         Some(Command::Audit(a)) => audit_command(a),
         Some(Command::Install(i)) => install_command(i, false),
         Some(Command::Uninstall(i)) => install_command(i, true),
+        Some(Command::Shield(ShieldCommand::Check(s))) => shield_command(s),
+        Some(Command::Pins(p)) => pins_command(p),
         None => run_command(cli.run),
     };
     match result {
@@ -204,6 +275,7 @@ fn run_command(args: RunArgs) -> Result<i32> {
     let data_dir = data_dir_or_default(args.data_dir)?;
     let store = AuditStore::open(&data_dir)
         .with_context(|| format!("cannot open the audit store in {}", data_dir.display()))?;
+    let pins = PinStore::open(&data_dir)?;
     let service = args.name.unwrap_or_else(|| {
         Path::new(&args.server[0])
             .file_name()
@@ -220,6 +292,7 @@ fn run_command(args: RunArgs) -> Result<i32> {
         max_restarts_per_minute: args.max_restarts_per_minute,
         policy_poll_interval: Duration::from_millis(500),
         store,
+        pins: Some(pins),
     };
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -278,6 +351,137 @@ fn policy_command(cmd: PolicyCommand) -> Result<i32> {
             Ok(0)
         }
     }
+}
+
+fn pins_command(cmd: PinsCommand) -> Result<i32> {
+    match cmd {
+        PinsCommand::List { service, data_dir } => {
+            let pins = PinStore::open(&data_dir_or_default(data_dir)?)?;
+            let rows = pins.list(service.as_deref())?;
+            if rows.is_empty() {
+                println!("no pinned tools");
+            }
+            for r in rows {
+                let state = match &r.pending {
+                    Some(p) => format!(
+                        "CHANGED, waiting for acceptance (new {})",
+                        &p[..p.len().min(12)]
+                    ),
+                    None => "pinned".to_owned(),
+                };
+                println!(
+                    "{}\t{}\t{}\t{}",
+                    r.service,
+                    r.tool,
+                    &r.fingerprint[..r.fingerprint.len().min(12)],
+                    state
+                );
+            }
+        }
+        PinsCommand::Accept {
+            service,
+            tool,
+            data_dir,
+        } => {
+            let pins = PinStore::open(&data_dir_or_default(data_dir)?)?;
+            let n = pins.accept(&service, tool.as_deref())?;
+            println!(
+                "accepted {n} changed tool definition(s) of `{service}`; restart the editor's session (or let it re-list tools) to use them"
+            );
+        }
+        PinsCommand::Forget {
+            service,
+            tool,
+            data_dir,
+        } => {
+            let pins = PinStore::open(&data_dir_or_default(data_dir)?)?;
+            let n = pins.forget(&service, tool.as_deref())?;
+            println!("forgot {n} pin(s) of `{service}`");
+        }
+    }
+    Ok(0)
+}
+
+fn shield_command(a: ShieldCheckArgs) -> Result<i32> {
+    let policy = match &a.policy {
+        Some(path) => relay::load_policy_file(path)?,
+        None => Policy::builtin_default(),
+    };
+    let stdout = std::io::stdout();
+    let mut out = stdout.lock();
+    if a.jsonl {
+        use std::io::BufRead;
+        for (n, line) in std::io::stdin().lock().lines().enumerate() {
+            let line = line.context("cannot read stdin")?;
+            if line.trim().is_empty() {
+                continue;
+            }
+            let verdict = match serde_json::from_str::<serde_json::Value>(&line) {
+                Ok(v) => {
+                    let kind = v.get("kind").and_then(|k| k.as_str()).unwrap_or("shell");
+                    match (
+                        shield::InputKind::parse(kind),
+                        v.get("input").and_then(|i| i.as_str()),
+                    ) {
+                        (Some(kind), Some(input)) => {
+                            verdict_json(kind, input, &policy.shield_check(kind, input))
+                        }
+                        _ => {
+                            serde_json::json!({"line": n + 1, "error": "expected {\"kind\": \"shell\"|\"sql\"|\"path\"|\"url\", \"input\": \"…\"}"})
+                        }
+                    }
+                }
+                Err(e) => serde_json::json!({"line": n + 1, "error": format!("not JSON: {e}")}),
+            };
+            writeln!(out, "{verdict}")?;
+        }
+        out.flush()?;
+        return Ok(0);
+    }
+    if a.input.is_empty() {
+        bail!(
+            "nothing to check; put the input after `--`, e.g. `flowlink-proxy shield check -- rm -rf ~`"
+        );
+    }
+    let input = a.input.join(" ");
+    let kind = shield::InputKind::parse(&a.kind).unwrap_or(shield::InputKind::Shell);
+    let verdict = policy.shield_check(kind, &input);
+    if a.json {
+        writeln!(out, "{}", verdict_json(kind, &input, &verdict))?;
+    } else {
+        writeln!(out, "verdict: {} (risk {})", verdict.action, verdict.risk)?;
+        if verdict.findings.is_empty() {
+            writeln!(out, "no findings")?;
+        }
+        for f in &verdict.findings {
+            writeln!(
+                out,
+                "- {} [{}, risk {}]: {}",
+                f.id, f.category, f.risk, f.explanation
+            )?;
+            if !f.evidence.is_empty() {
+                writeln!(out, "  in: {}", f.evidence)?;
+            }
+        }
+    }
+    out.flush()?;
+    Ok(0)
+}
+
+fn verdict_json(kind: shield::InputKind, input: &str, v: &ShieldVerdict) -> serde_json::Value {
+    serde_json::json!({
+        "kind": kind.as_str(),
+        "input": input,
+        "verdict": v.action.as_str(),
+        "risk": v.risk,
+        "findings": v.findings.iter().map(|f| serde_json::json!({
+            "id": f.id,
+            "category": f.category.as_str(),
+            "risk": f.risk,
+            "explanation": f.explanation,
+            "evidence": f.evidence,
+        })).collect::<Vec<_>>(),
+    })
 }
 
 fn audit_command(a: AuditArgs) -> Result<i32> {

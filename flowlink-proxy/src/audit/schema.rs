@@ -56,6 +56,11 @@ const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX sessions_started ON sessions (started_at_us);
     "#,
+    // Version 2: the shield's risk and findings.
+    r#"
+    ALTER TABLE tool_calls ADD COLUMN risk INTEGER;
+    ALTER TABLE tool_calls ADD COLUMN findings TEXT NOT NULL DEFAULT '[]';  -- JSON array
+    "#,
 ];
 
 /// The schema version this build writes.
@@ -106,7 +111,7 @@ pub(crate) fn migrate(conn: &mut Connection, path: &Path) -> Result<(), AuditErr
 /// The columns of `tool_calls`, in the order [`call_from_row`] reads them.
 pub(crate) const CALL_COLUMNS: &str = "id, schema, session_id, received_at_us, decided_at_us, agent, \
      service, tool, arguments, verdict, action, rule_id, reason, outcome, finished_at_us, \
-     duration_us, error";
+     duration_us, error, risk, findings";
 
 /// A row read as stored, before the text columns are checked.
 pub(crate) struct RawCall {
@@ -127,6 +132,8 @@ pub(crate) struct RawCall {
     finished_at_us: Option<i64>,
     duration_us: Option<i64>,
     error: Option<String>,
+    risk: Option<i64>,
+    findings: String,
 }
 
 /// Reads one row selected with [`CALL_COLUMNS`].
@@ -149,6 +156,8 @@ pub(crate) fn raw_call(row: &Row<'_>) -> rusqlite::Result<RawCall> {
         finished_at_us: row.get(14)?,
         duration_us: row.get(15)?,
         error: row.get(16)?,
+        risk: row.get(17)?,
+        findings: row.get(18)?,
     })
 }
 
@@ -169,6 +178,12 @@ impl RawCall {
         // The JSON error says where the text is broken, never what it holds.
         let arguments = serde_json::from_str(&self.arguments)
             .map_err(|e| bad(&self.id, format!("arguments are not JSON: {e}")))?;
+        let findings = serde_json::from_str(&self.findings)
+            .map_err(|e| bad(&self.id, format!("findings are not valid: {e}")))?;
+        let risk = match self.risk {
+            None => None,
+            Some(r) => Some(u8::try_from(r).map_err(|_| bad(&self.id, format!("risk {r}")))?),
+        };
         Ok(ToolCallRecord {
             schema,
             id: self.id,
@@ -187,6 +202,8 @@ impl RawCall {
             finished_at_us: self.finished_at_us,
             duration_us: self.duration_us,
             error: self.error,
+            risk,
+            findings,
         })
     }
 }
@@ -196,11 +213,14 @@ impl RawCall {
 pub(crate) fn insert_call(conn: &Connection, r: &ToolCallRecord) -> rusqlite::Result<usize> {
     let arguments = serde_json::to_string(&r.arguments)
         .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
+    let findings = serde_json::to_string(&r.findings)
+        .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
     conn.prepare_cached(
         "INSERT INTO tool_calls (id, schema, session_id, received_at_us, decided_at_us, \
          agent, service, tool, arguments, verdict, action, rule_id, reason, outcome, \
-         finished_at_us, duration_us, error) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17) \
+         finished_at_us, duration_us, error, risk, findings) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, \
+         ?18, ?19) \
          ON CONFLICT (id) DO NOTHING",
     )?
     .execute(params![
@@ -221,5 +241,7 @@ pub(crate) fn insert_call(conn: &Connection, r: &ToolCallRecord) -> rusqlite::Re
         r.finished_at_us,
         r.duration_us,
         r.error,
+        r.risk,
+        findings,
     ])
 }

@@ -17,6 +17,14 @@ use super::*;
 
 fn call(id: &str, received_at_us: i64, tool: &str) -> ToolCallRecord {
     ToolCallRecord {
+        risk: Some(85),
+        findings: vec![flowlink_proto::audit::FindingRecord {
+            id: "filesystem.delete_home".into(),
+            category: "filesystem".into(),
+            risk: 85,
+            pointer: "/command".into(),
+            explanation: "deletes your home directory".into(),
+        }],
         schema: SCHEMA_VERSION,
         id: id.to_owned(),
         session_id: "0190b4d6-0000-7000-8000-000000000001".to_owned(),

@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use flowlink_policy::{Action, Labels, Policy, RateLimiter, ToolCall};
-use flowlink_proto::audit::Verdict;
+use flowlink_proto::audit::{FindingRecord, Verdict};
 use serde_json::{Value, json};
 
 /// The policy in force and the rate limiter built from it (rebuilt on every reload).
@@ -73,6 +73,10 @@ pub struct Decided {
     pub rule_id: Option<String>,
     /// Why, in words.
     pub reason: String,
+    /// The shield's risk, when it looked at the call.
+    pub risk: Option<u8>,
+    /// What the shield found, highest risk first.
+    pub findings: Vec<FindingRecord>,
 }
 
 /// The facts about one call that the decision needs.
@@ -113,6 +117,8 @@ pub fn decide(state: &PolicyState, facts: &CallFacts<'_>) -> Decided {
                 "rate limit `{}` exceeded; retry after {secs:.1} s",
                 limited.rule_id
             ),
+            risk: None,
+            findings: Vec::new(),
         };
     }
     let call = ToolCall {
@@ -182,12 +188,25 @@ pub fn decide(state: &PolicyState, facts: &CallFacts<'_>) -> Decided {
             }
         }
     };
+    let findings = d
+        .findings
+        .iter()
+        .map(|cf| FindingRecord {
+            id: cf.finding.id.to_owned(),
+            category: cf.finding.category.as_str().to_owned(),
+            risk: cf.finding.risk,
+            pointer: cf.pointer.clone(),
+            explanation: cf.finding.explanation.clone(),
+        })
+        .collect();
     Decided {
         plan,
         verdict,
         action: d.action.as_str(),
         rule_id: d.rule_id,
         reason,
+        risk: Some(d.risk),
+        findings,
     }
 }
 

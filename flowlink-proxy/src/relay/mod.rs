@@ -53,6 +53,8 @@ pub struct RelayConfig {
     pub policy_poll_interval: Duration,
     /// The local audit store.
     pub store: AuditStore,
+    /// Tool pins; `None` turns pinning off.
+    pub pins: Option<crate::pins::PinStore>,
 }
 
 impl RelayConfig {

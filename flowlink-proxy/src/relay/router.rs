@@ -29,6 +29,7 @@ use super::child::{self, ServerProcess, SpawnError};
 use super::decide::{self, CallFacts, Plan, PolicyState};
 use super::framing::{Line, LineReader, sniff_id};
 use crate::audit::AuditStore;
+use flowlink_policy::shield::guardrails;
 
 /// Why a relay session could not run.
 #[derive(Debug, thiserror::Error)]
@@ -135,6 +136,9 @@ struct Router {
     client_gone: bool,
     last_status: Option<ExitStatus>,
     client_writer: Option<tokio::task::JoinHandle<()>>,
+    /// Tools whose definition changed since pinned, or whose description tries to steer the
+    /// model: hidden from `tools/list`, calls refused with the reason.
+    quarantined: HashMap<String, String>,
 }
 
 /// Where one frame's output goes; batches are re-assembled from it.
@@ -220,6 +224,7 @@ where
         client_gone: false,
         last_status: None,
         client_writer: Some(client_writer),
+        quarantined: HashMap::new(),
         cfg,
     };
     router.start_server()?;
@@ -906,6 +911,11 @@ impl Router {
 
         let (tool, arguments, decided) = match &params {
             Ok(Some(p)) => match (p.get("name").and_then(Value::as_str), p.get("arguments")) {
+                (Some(name), args) if self.quarantined.contains_key(name) => (
+                    name.to_owned(),
+                    args.cloned().unwrap_or(Value::Null),
+                    quarantined(name, &self.quarantined[name]),
+                ),
                 (Some(name), args @ (None | Some(Value::Object(_)))) => {
                     let args = args.cloned().unwrap_or_else(|| json!({}));
                     let d = decide::decide(
@@ -960,6 +970,8 @@ impl Router {
             finished_at_us: None,
             duration_us: None,
             error: None,
+            risk: decided.risk,
+            findings: decided.findings.clone(),
         };
         let track = CallTrack { audit_id, received };
 
@@ -1317,6 +1329,7 @@ impl Router {
                     }) => {
                         self.upstream_by_client_id.remove(&client_id);
                         if let Some(t) = call {
+                            self.guard_result(&mut msg);
                             self.call_finished(&t, &msg);
                         } else if method == mcp::INITIALIZE || method == mcp::SERVER_DISCOVER {
                             self.note_server(&msg);
@@ -1413,12 +1426,44 @@ impl Router {
         self.finish_call(t, outcome, error, Instant::now());
     }
 
-    fn filter_tools(&self, msg: &mut Message) {
+    /// Redacts secrets from a tool result before the agent sees it, and flags results that carry
+    /// instructions aimed at the model.
+    fn guard_result(&self, msg: &mut Message) {
+        if !self.policy.policy.shield_enabled() || msg.get("result").is_none() {
+            return;
+        }
+        let Ok(Some(mut result)) = msg.decode("result") else {
+            return;
+        };
+        let mut redacted: Vec<&'static str> = Vec::new();
+        let mut steering: Vec<&'static str> = Vec::new();
+        guard_strings(&mut result, &mut redacted, &mut steering, 0);
+        if !steering.is_empty() {
+            eprintln!(
+                "flowlink-proxy: a `{}` tool result contains text aimed at the model ({}); treat it as data",
+                self.cfg.service,
+                steering.join(", ")
+            );
+        }
+        if !redacted.is_empty() {
+            eprintln!(
+                "flowlink-proxy: redacted {} secret(s) from a `{}` tool result ({})",
+                redacted.len(),
+                self.cfg.service,
+                redacted.join(", ")
+            );
+            msg.set("result", &result);
+        }
+    }
+
+    /// Examines a `tools/list` result: pins each tool's definition, scans its description,
+    /// quarantines changed or poisoned tools, and drops hidden and quarantined tools.
+    fn filter_tools(&mut self, msg: &mut Message) {
         let agent = self
             .client_hello
             .as_ref()
-            .and_then(|h| h.client.name.as_deref())
-            .unwrap_or("unknown");
+            .and_then(|h| h.client.name.clone())
+            .unwrap_or_else(|| "unknown".to_owned());
         let Ok(Some(mut result)) = msg.decode("result") else {
             return;
         };
@@ -1426,17 +1471,123 @@ impl Router {
             return;
         };
         let before = tools.len();
+        let guard = self.policy.policy.shield_enabled();
+        let (_, block_at) = self.policy.policy.shield_thresholds();
+        for t in tools.iter() {
+            let name = t.get("name").and_then(Value::as_str).unwrap_or("");
+            if !guard || name.is_empty() {
+                continue;
+            }
+            let description = t.get("description").and_then(Value::as_str).unwrap_or("");
+            let schema = t.get("inputSchema").cloned().unwrap_or(Value::Null);
+            let mut why = None;
+            let poison = guardrails::scan_tool(name, description, &schema);
+            if let Some(worst) = poison.iter().max_by_key(|f| f.risk)
+                && worst.risk >= block_at
+            {
+                why = Some(format!(
+                    "its description looks like an attempt to steer the model ({}: {})",
+                    worst.id, worst.explanation
+                ));
+            }
+            if let Some(pins) = &self.cfg.pins {
+                let fp = guardrails::tool_fingerprint(name, description, &schema);
+                match pins.check(&self.cfg.service, name, &fp) {
+                    Ok(crate::pins::PinState::Changed { .. }) => {
+                        why.get_or_insert_with(|| format!(
+                            "its definition changed since it was pinned; if the change is expected, run `flowlink-proxy pins accept --service {} --tool {name}`.",
+                            self.cfg.service
+                        ));
+                    }
+                    Ok(_) => {}
+                    Err(e) => {
+                        // Fail closed: a tool that cannot be checked is not offered.
+                        why.get_or_insert_with(|| format!("its pin could not be checked ({e})."));
+                    }
+                }
+            }
+            match why {
+                Some(w) => {
+                    if !self.quarantined.contains_key(name) {
+                        eprintln!(
+                            "flowlink-proxy: tool `{name}` of `{}` quarantined: {w}",
+                            self.cfg.service
+                        );
+                    }
+                    self.quarantined.insert(name.to_owned(), w);
+                }
+                None => {
+                    self.quarantined.remove(name);
+                }
+            }
+        }
         tools.retain(|t| {
             let name = t.get("name").and_then(Value::as_str).unwrap_or("");
-            !self
-                .policy
-                .policy
-                .is_hidden(agent, &self.cfg.service, name, &self.cfg.labels)
+            !self.quarantined.contains_key(name)
+                && !self
+                    .policy
+                    .policy
+                    .is_hidden(&agent, &self.cfg.service, name, &self.cfg.labels)
         });
         if tools.len() != before {
-            tracing::debug!(hidden = before - tools.len(), "tools hidden by policy");
+            tracing::debug!(
+                hidden = before - tools.len(),
+                "tools hidden by policy or guardrails"
+            );
             msg.set("result", &result);
         }
+    }
+}
+
+/// Walks a tool result, redacting secrets in every string except base64 payloads (`data`,
+/// `blob`), and collecting the ids of findings.
+fn guard_strings(
+    v: &mut Value,
+    redacted: &mut Vec<&'static str>,
+    steering: &mut Vec<&'static str>,
+    depth: usize,
+) {
+    if depth > 64 {
+        return;
+    }
+    match v {
+        Value::String(s) => {
+            if let Some((clean, findings)) = guardrails::redact_secrets(s) {
+                *s = clean;
+                redacted.extend(findings.iter().map(|f| f.id));
+            }
+            steering.extend(guardrails::scan_result_text(s).iter().map(|f| f.id));
+        }
+        Value::Array(items) => {
+            for item in items {
+                guard_strings(item, redacted, steering, depth + 1);
+            }
+        }
+        Value::Object(map) => {
+            for (k, item) in map.iter_mut() {
+                if k != "data" && k != "blob" {
+                    guard_strings(item, redacted, steering, depth + 1);
+                }
+            }
+        }
+        _ => {}
+    }
+}
+
+fn quarantined(tool: &str, why: &str) -> decide::Decided {
+    decide::Decided {
+        plan: Plan::Refuse {
+            verdict: Verdict::Block,
+            message: format!(
+                "FlowLink refused `{tool}`: {why} Do not call it until the user has reviewed it."
+            ),
+        },
+        verdict: Verdict::Block,
+        action: "block",
+        rule_id: Some("guardrail".to_owned()),
+        reason: format!("tool `{tool}` is quarantined: {why}"),
+        risk: None,
+        findings: Vec::new(),
     }
 }
 
@@ -1450,6 +1601,8 @@ fn malformed(why: &str) -> decide::Decided {
         action: "block",
         rule_id: None,
         reason: format!("malformed tools/call: {why}"),
+        risk: None,
+        findings: Vec::new(),
     }
 }
 
