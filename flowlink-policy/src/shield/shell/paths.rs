@@ -2,17 +2,26 @@
 
 use crate::shield::ShieldConfig;
 
-/// Matches `s` against a glob with `*` (any run, `/` included) and `?` (one character).
+/// Matches `s` against a glob with `*` (any run, `/` included) and `?` (one byte).
 pub(crate) fn glob_match(pat: &str, s: &str) -> bool {
-    let p: Vec<char> = pat.chars().collect();
-    let t: Vec<char> = s.chars().collect();
+    glob_bytes(pat.as_bytes(), s.as_bytes(), false)
+}
+
+fn glob_bytes(p: &[u8], t: &[u8], ci: bool) -> bool {
+    let eq = |a: u8, b: u8| {
+        if ci {
+            a.eq_ignore_ascii_case(&b)
+        } else {
+            a == b
+        }
+    };
     let (mut pi, mut ti) = (0usize, 0usize);
     let mut star: Option<(usize, usize)> = None;
     while ti < t.len() {
-        if pi < p.len() && (p[pi] == '?' || p[pi] == t[ti]) {
+        if pi < p.len() && (p[pi] == b'?' || (p[pi] != b'*' && eq(p[pi], t[ti]))) {
             pi += 1;
             ti += 1;
-        } else if pi < p.len() && p[pi] == '*' {
+        } else if pi < p.len() && p[pi] == b'*' {
             star = Some((pi, ti));
             pi += 1;
         } else if let Some((sp, st)) = star {
@@ -23,7 +32,7 @@ pub(crate) fn glob_match(pat: &str, s: &str) -> bool {
             return false;
         }
     }
-    while pi < p.len() && p[pi] == '*' {
+    while pi < p.len() && p[pi] == b'*' {
         pi += 1;
     }
     pi == p.len()
@@ -31,13 +40,10 @@ pub(crate) fn glob_match(pat: &str, s: &str) -> bool {
 
 /// Case-insensitive match of a name against any of the globs.
 pub(crate) fn any_glob_ci(globs: &[String], name: &str) -> bool {
-    if name.is_empty() {
-        return false;
-    }
-    let n = name.to_ascii_lowercase();
-    globs
-        .iter()
-        .any(|g| glob_match(&g.to_ascii_lowercase(), &n))
+    !name.is_empty()
+        && globs
+            .iter()
+            .any(|g| glob_bytes(g.as_bytes(), name.as_bytes(), true))
 }
 
 /// Whether a resource name (or any `/`, `:`, `=`, `.`-separated part of it) names production.

@@ -24,6 +24,32 @@ fn sql(ctx: &mut Ctx, text: &str, ev: &str) {
 
 pub(crate) fn check(ctx: &mut Ctx, cmd: &Cmd, name: &str, _depth: usize) {
     let args = &cmd.args;
+    if !matches!(
+        name,
+        "psql"
+            | "mysql"
+            | "mariadb"
+            | "sqlite3"
+            | "clickhouse-client"
+            | "cockroach"
+            | "duckdb"
+            | "sqlcmd"
+            | "snowsql"
+            | "bq"
+            | "cqlsh"
+            | "trino"
+            | "usql"
+            | "redis-cli"
+            | "valkey-cli"
+            | "keydb-cli"
+            | "dropdb"
+            | "dropuser"
+            | "mysqladmin"
+            | "mongo"
+            | "mongosh"
+    ) {
+        return;
+    }
     let ev = cmd.evidence();
     let stdin_sql = || match &cmd.stdin {
         Stdin::Here(b) => Some(b.clone()),

@@ -16,6 +16,12 @@ pub(crate) fn check(ctx: &mut Ctx, cmd: &Cmd, name: &str) {
         .map(|a| a.text.as_str())
         .filter(|t| !t.starts_with('-'))
         .collect();
+    if !matches!(
+        name,
+        "terraform" | "tofu" | "terragrunt" | "pulumi" | "cdk" | "cdktf" | "serverless" | "sls"
+    ) {
+        return;
+    }
     let has = |s: &[&str]| args.iter().any(|a| s.contains(&a.text.as_str()));
     let ev = cmd.evidence();
     let prod_words = args.iter().skip(1).any(|a| {
