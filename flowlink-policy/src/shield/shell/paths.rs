@@ -46,11 +46,12 @@ pub(crate) fn any_glob_ci(globs: &[String], name: &str) -> bool {
             .any(|g| glob_bytes(g.as_bytes(), name.as_bytes(), true))
 }
 
-/// Whether a resource name (or any `/`, `:`, `=`, `.`-separated part of it) names production.
+/// Whether a resource name, or any part of it between `/ : = - _ .`, names production
+/// (`acme-production-assets`, `s3://prod-site/x`).
 pub(crate) fn is_production(cfg: &ShieldConfig, name: &str) -> bool {
     any_glob_ci(&cfg.production, name)
         || name
-            .split(['/', ':', '='])
+            .split(['/', ':', '=', '-', '_', '.'])
             .any(|part| part != name && any_glob_ci(&cfg.production, part))
 }
 

@@ -209,7 +209,20 @@ pub(crate) fn check(ctx: &mut Ctx, cmd: &Cmd, name: &str) {
             }
         }
         "gcloud" => {
-            if w(0) == "projects" && w(1) == "delete" {
+            if w(0) == "storage"
+                && matches!(w(1), "rm" | "buckets")
+                && (has(&["-r", "-R", "--recursive"])
+                    || w(2) == "delete"
+                    || args.iter().any(|a| a.text.contains("**")))
+            {
+                push(
+                    ctx,
+                    "cloud.storage_delete",
+                    75,
+                    "`gcloud storage rm -r` deletes a bucket's objects recursively (or the bucket)"
+                        .to_owned(),
+                );
+            } else if w(0) == "projects" && w(1) == "delete" {
                 ctx.push("cloud.delete_project", C, 95, "`gcloud projects delete` shuts down the whole project and everything in it. Do not run it from an agent.".to_owned(), &ev);
             } else if words.iter().any(|x| {
                 matches!(

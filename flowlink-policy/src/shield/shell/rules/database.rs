@@ -140,13 +140,19 @@ pub(crate) fn check(ctx: &mut Ctx, cmd: &Cmd, name: &str, _depth: usize) {
                 .iter()
                 .any(|a| matches!(a.as_str(), "DEL" | "UNLINK" | "EXPIRE"))
             {
-                ctx.push(
-                    "database.write",
-                    C,
-                    40,
-                    "This deletes or expires keys.".to_owned(),
-                    &ev,
-                );
+                let unbounded =
+                    args.iter().any(|a| a.dynamic) || args.iter().any(|a| a.text.contains('*'));
+                if unbounded {
+                    ctx.push("database.delete_all", C, 85, "This deletes keys produced by a scan or pattern (often every key); it is a FLUSHALL in disguise. Delete specific keys.".to_owned(), &ev);
+                } else {
+                    ctx.push(
+                        "database.write",
+                        C,
+                        40,
+                        "This deletes or expires keys.".to_owned(),
+                        &ev,
+                    );
+                }
             }
         }
         "dropdb" => {
