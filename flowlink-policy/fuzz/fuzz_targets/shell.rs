@@ -7,7 +7,28 @@
 use flowlink_policy::shield::{self, InputKind, ShieldConfig};
 use libfuzzer_sys::fuzz_target;
 
+/// brush-parser panics on some inputs; the analyser catches those panics and turns them into a
+/// finding (see `shield/shell/walk.rs`, `guarded`). libFuzzer's panic hook aborts before the
+/// catch can happen, so this hook lets panics raised inside brush-parser unwind to that catch and
+/// hands every other panic to libFuzzer's hook, which still reports it as a crash.
+fn let_parser_panics_unwind() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let fuzzer_hook = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            if info
+                .location()
+                .is_some_and(|l| l.file().contains("brush-parser"))
+            {
+                return;
+            }
+            fuzzer_hook(info);
+        }));
+    });
+}
+
 fuzz_target!(|data: &[u8]| {
+    let_parser_panics_unwind();
     let text = String::from_utf8_lossy(data);
     let cfg = ShieldConfig::default();
     let findings = shield::analyze(InputKind::Shell, &text, &cfg);

@@ -73,3 +73,21 @@ pub(crate) fn nesting_exceeds(text: &str, limit: usize) -> bool {
     }
     false
 }
+
+/// Whether a redirection names a descriptor with 10 or more digits (`99999999999>&1`): no real
+/// descriptor is that large, and the parser cannot represent it.
+pub(crate) fn oversized_fd(text: &str) -> bool {
+    let b = text.as_bytes();
+    let mut run = 0usize;
+    for &c in b {
+        if c.is_ascii_digit() {
+            run += 1;
+        } else {
+            if run >= 10 && (c == b'<' || c == b'>') {
+                return true;
+            }
+            run = 0;
+        }
+    }
+    false
+}

@@ -98,6 +98,13 @@ pub(crate) struct Out {
     pub netcat: bool,
 }
 
+/// Runs a call into brush-parser, turning a panic inside it into `None`. The parser can panic on
+/// some inputs (a redirection's descriptor number that overflows, found by fuzzing); such input
+/// must become a finding, never a crash of the proxy or an allow.
+pub(crate) fn guarded<T>(f: impl FnOnce() -> T) -> Option<T> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).ok()
+}
+
 pub(crate) fn parser_options() -> brush_parser::ParserOptions {
     brush_parser::ParserOptions {
         enable_extended_globbing: true,
@@ -131,9 +138,23 @@ pub(crate) fn script(ctx: &mut Ctx, text: &str, depth: usize) -> Scope {
         ));
         return Scope::default();
     }
+    if super::prescan::oversized_fd(text) {
+        ctx.budget("a redirection names a file descriptor number too large to be real");
+        return Scope::default();
+    }
     let opts = parser_options();
-    let mut parser = brush_parser::Parser::new(text.as_bytes(), &opts);
-    match parser.parse_program() {
+    let parsed = guarded(|| brush_parser::Parser::new(text.as_bytes(), &opts).parse_program());
+    let Some(parsed) = parsed else {
+        ctx.push(
+            "analysis.parse_error",
+            Category::Analysis,
+            60,
+            "the shell parser failed on this text, so FlowLink cannot tell what it would run; a person has to look at it. Write it as plain, complete shell.".to_owned(),
+            text,
+        );
+        return Scope::default();
+    };
+    match parsed {
         Ok(prog) => {
             let mut s = Scope::default();
             for cc in &prog.complete_commands {

@@ -42,9 +42,9 @@ pub(crate) fn resolve(ctx: &mut Ctx, raw: &str, depth: usize) -> Arg {
         return arg;
     }
     let opts = walk::parser_options();
-    match brush_parser::word::parse(raw, &opts) {
-        Ok(pieces) => pieces_into(ctx, &pieces, depth, &mut arg, true),
-        Err(_) => {
+    match walk::guarded(|| brush_parser::word::parse(raw, &opts)) {
+        Some(Ok(pieces)) => pieces_into(ctx, &pieces, depth, &mut arg, true),
+        Some(Err(_)) | None => {
             arg.text = brush_parser::unquote_str(raw);
             arg.dynamic = raw.contains(['$', '`']);
         }
@@ -60,8 +60,10 @@ pub(crate) fn heredoc_substitutions(ctx: &mut Ctx, body: &str, depth: usize) -> 
         return arg;
     }
     let opts = walk::parser_options();
-    if let Ok(pieces) = brush_parser::word::parse_heredoc(body, &opts) {
-        pieces_into(ctx, &pieces, depth, &mut arg, false);
+    match walk::guarded(|| brush_parser::word::parse_heredoc(body, &opts)) {
+        Some(Ok(pieces)) => pieces_into(ctx, &pieces, depth, &mut arg, false),
+        // Unparseable substitutions in a heredoc: their output cannot be known.
+        Some(Err(_)) | None => arg.dynamic = true,
     }
     arg
 }
