@@ -716,3 +716,47 @@ fn timing() {
         eprintln!("{per:>10.2?} total  {parse:>10.2?} brush parse  {cmd}");
     }
 }
+
+#[test]
+fn long_flat_inputs_stay_bounded() {
+    // long flat lists and pipelines within the byte budget: no deep recursion, budget or findings
+    for unit in [
+        "true && ",
+        "true || ",
+        "ls | ",
+        "ls; ",
+        "ls\n",
+        "echo a b c d e f g h ",
+        "! ",
+        "x=1 ",
+        "> f ",
+        "a'b'\"c\"\\d ",
+    ] {
+        for n in [50_000usize] {
+            let s = unit.repeat(n / unit.len());
+            let t = std::time::Instant::now();
+            let _ = run(&s);
+            eprintln!("{:?} {n} {unit:?}", t.elapsed());
+        }
+    }
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(400))]
+    #[test]
+    fn arbitrary_shellish_text_never_panics(s in "[ -~\\n\\t]{0,80}") {
+        let _ = run(&s);
+        let _ = analyze_path(&s, &cfg());
+        let _ = analyze_url(&s, &cfg());
+    }
+
+    #[test]
+    fn arbitrary_tokens_never_panic(v in proptest::collection::vec(proptest::sample::select(vec![
+        "rm", "-rf", "/", "~", "$X", "${X}/*", "$(", ")", "`", "'", "\"", "|", "&&", ";", "\n", "<<EOF", "EOF", "<<<", "<(", "sh", "-c",
+        "eval", "xargs", "find", "-exec", "{}", "\\;", "sudo", "env", "curl", "bash", "git", "push", "-f", "+main", "kubectl", "delete",
+        "ns", "prod", "for", "in", "do", "done", "if", "then", "fi", "case", "esac", "(", "{", "}", "=", "X=/", "cd", "..", "*", "#",
+    ]), 0..40)) {
+        let s = v.join(" ");
+        let _ = run(&s);
+    }
+}

@@ -244,8 +244,11 @@ fn command(ctx: &mut Ctx, c: &ast::Command, depth: usize, stdin: Stdin) -> Out {
                 for io in &r.0 {
                     redirect(ctx, io, depth, &mut rs, &mut here);
                 }
-                for r in &rs {
-                    rules::filesystem::redirect(ctx, r, &c.to_string());
+                if !rs.is_empty() {
+                    let ev = crate::shield::evidence(&c.to_string(), 200);
+                    for r in &rs {
+                        rules::filesystem::redirect(ctx, r, &ev);
+                    }
                 }
             }
             let scope = compound(ctx, cc, depth + 1);

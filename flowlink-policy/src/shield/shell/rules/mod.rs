@@ -138,8 +138,13 @@ pub(crate) fn is_lang(name: &str) -> bool {
 pub(crate) fn dispatch(ctx: &mut Ctx, mut cmd: Cmd, depth: usize) -> Out {
     let ev = || ();
     let _ = ev;
-    for r in cmd.redirs.clone() {
-        filesystem::redirect(ctx, &r, &cmd.evidence());
+    if !cmd.redirs.is_empty() {
+        let ev = cmd.evidence();
+        let redirs = std::mem::take(&mut cmd.redirs);
+        for r in &redirs {
+            filesystem::redirect(ctx, r, &ev);
+        }
+        cmd.redirs = redirs;
     }
     if !strip_wrappers(ctx, &mut cmd, depth) || cmd.args.is_empty() {
         return Out::default();
