@@ -177,3 +177,29 @@ fn shield_check_explains_verdicts() {
     assert!(out[2]["error"].as_str().unwrap().contains("not JSON"));
     assert_eq!(out[3]["verdict"], "allow");
 }
+
+#[test]
+fn a_tool_that_collides_with_another_services_tool_is_reported() {
+    // Proxy A pins the scripted server's tools as service `alpha`.
+    let mut a = Proxy::start(&["--name", "alpha"], &scripted_server());
+    a.initialize(json!({}));
+    a.request(json!(1), "tools/list", json!({}));
+    a.close_stdin();
+    a.wait();
+    // Proxy B shares the pin store and wraps a server exposing the same tool names.
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("data")).unwrap();
+    std::fs::copy(
+        a.data_dir().join("pins.sqlite3"),
+        dir.path().join("data/pins.sqlite3"),
+    )
+    .unwrap();
+    let mut b = Proxy::start_in(dir, &["--name", "beta"], &scripted_server());
+    b.initialize(json!({}));
+    b.request(json!(1), "tools/list", json!({}));
+    b.close_stdin();
+    b.wait();
+    let err = b.stderr();
+    assert!(err.contains("warning: tool `echo` of `beta`"), "{err}");
+    assert!(err.contains("alpha"), "the other service is named: {err}");
+}

@@ -1473,6 +1473,20 @@ impl Router {
         let before = tools.len();
         let guard = self.policy.policy.shield_enabled();
         let (_, block_at) = self.policy.policy.shield_thresholds();
+        // The tools other services on this machine expose (all proxies share the pin store),
+        // for spotting a tool that impersonates another service's.
+        let others: Vec<(String, String)> = match (&self.cfg.pins, guard) {
+            (Some(pins), true) => pins
+                .list(None)
+                .map(|rows| {
+                    rows.into_iter()
+                        .filter(|r| r.service != self.cfg.service)
+                        .map(|r| (r.service, r.tool))
+                        .collect()
+                })
+                .unwrap_or_default(),
+            _ => Vec::new(),
+        };
         for t in tools.iter() {
             let name = t.get("name").and_then(Value::as_str).unwrap_or("");
             if !guard || name.is_empty() {
@@ -1489,6 +1503,21 @@ impl Router {
                     "its description looks like an attempt to steer the model ({}: {})",
                     worst.id, worst.explanation
                 ));
+            }
+            if let Some(shadow) = guardrails::shadowing(&self.cfg.service, name, &others) {
+                if shadow.risk >= block_at {
+                    why.get_or_insert_with(|| {
+                        format!(
+                            "it impersonates another service's tool ({}).",
+                            shadow.explanation
+                        )
+                    });
+                } else if !self.quarantined.contains_key(name) {
+                    eprintln!(
+                        "flowlink-proxy: warning: tool `{name}` of `{}`: {}",
+                        self.cfg.service, shadow.explanation
+                    );
+                }
             }
             if let Some(pins) = &self.cfg.pins {
                 let fp = guardrails::tool_fingerprint(name, description, &schema);
