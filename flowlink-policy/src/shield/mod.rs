@@ -169,7 +169,7 @@ pub struct Budget {
 impl Default for Budget {
     fn default() -> Self {
         Budget {
-            max_input_bytes: 256 * 1024,
+            max_input_bytes: 64 * 1024,
             max_depth: 16,
             max_units: 2_000,
         }
