@@ -500,10 +500,7 @@ fn audit_command(a: AuditArgs) -> Result<i32> {
             db.display()
         );
     }
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_micros() as i64)
-        .unwrap_or(0);
+    let now = audit::now_us();
     let since_us = match &a.since {
         Some(s) => Some(audit::parse_since(s, now)?),
         None => None,

@@ -13,6 +13,8 @@ use std::time::Duration;
 
 use rusqlite::{Connection, OptionalExtension, params};
 
+use crate::audit::now_us;
+
 /// The pin database's file name inside the data directory.
 pub const PINS_FILE_NAME: &str = "pins.sqlite3";
 
@@ -76,13 +78,6 @@ CREATE TABLE IF NOT EXISTS tool_pins (
     pending_at_us  INTEGER,
     PRIMARY KEY (service, tool)
 );";
-
-fn now_us() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX))
-        .unwrap_or(0)
-}
 
 impl PinStore {
     /// Opens (creating if needed) the pin store in `data_dir`.

@@ -93,4 +93,4 @@ pub use error::AuditError;
 pub use journal::{JOURNAL_DIR_NAME, recover};
 pub use query::{AuditQuery, parse_since, query_calls};
 pub use render::{render_json_lines, render_table};
-pub use store::{AuditStore, DB_FILE_NAME, default_data_dir};
+pub use store::{AuditStore, DB_FILE_NAME, default_data_dir, now_us};

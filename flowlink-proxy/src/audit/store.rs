@@ -446,8 +446,8 @@ impl std::fmt::Debug for AuditStore {
     }
 }
 
-/// Microseconds since the Unix epoch, now.
-fn now_us() -> i64 {
+/// Microseconds since the Unix epoch, now: the clock of every timestamp the proxy records.
+pub fn now_us() -> i64 {
     let now = time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1000;
     i64::try_from(now).unwrap_or(i64::MAX)
 }

@@ -39,8 +39,6 @@ pub enum Plan {
     Forward,
     /// Answer the agent with a tool error carrying `message`; do not forward.
     Refuse {
-        /// Block or Error.
-        verdict: Verdict,
         /// What the agent reads.
         message: String,
     },
@@ -145,7 +143,6 @@ pub fn decide(state: &PolicyState, facts: &CallFacts<'_>) -> Decided {
         Action::Allow => (Plan::Forward, Verdict::Allow, d.reason.clone()),
         Action::Block => (
             Plan::Refuse {
-                verdict: Verdict::Block,
                 message: blocked_message(&d),
             },
             Verdict::Block,
@@ -173,7 +170,6 @@ pub fn decide(state: &PolicyState, facts: &CallFacts<'_>) -> Decided {
                 ),
                 _ => (
                     Plan::Refuse {
-                        verdict: Verdict::Denied,
                         message: format!(
                             "{} This call {why}, so FlowLink's offline rule refused it. Ask the user to run it themselves or to change the policy.",
                             d.message.clone().unwrap_or_else(|| format!(
@@ -211,15 +207,7 @@ pub fn decide(state: &PolicyState, facts: &CallFacts<'_>) -> Decided {
 }
 
 fn confirm_prompt(facts: &CallFacts<'_>, d: &flowlink_policy::Decision) -> String {
-    let mut args = facts.arguments.to_string();
-    if args.len() > 500 {
-        let mut cut = 500;
-        while !args.is_char_boundary(cut) {
-            cut -= 1;
-        }
-        args.truncate(cut);
-        args.push('…');
-    }
+    let args = shorten(&facts.arguments.to_string(), 500);
     format!(
         "FlowLink: the agent `{}` wants to call `{}` on `{}` with {}.{} Allow it?",
         facts.agent,
@@ -231,6 +219,18 @@ fn confirm_prompt(facts: &CallFacts<'_>, d: &flowlink_policy::Decision) -> Strin
             .map(|m| format!(" ({m})"))
             .unwrap_or_default()
     )
+}
+
+/// `s` cut to at most `max` bytes on a character boundary, with `…` where it was cut.
+pub(crate) fn shorten(s: &str, max: usize) -> String {
+    if s.len() <= max {
+        return s.to_owned();
+    }
+    let mut cut = max;
+    while !s.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    format!("{}…", &s[..cut])
 }
 
 /// The `params` of the `elicitation/create` request that asks the developer.

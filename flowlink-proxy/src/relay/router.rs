@@ -26,9 +26,10 @@ use tokio::sync::oneshot;
 
 use super::RelayConfig;
 use super::child::{self, ServerProcess, SpawnError};
+use super::decide::shorten;
 use super::decide::{self, CallFacts, Plan, PolicyState};
 use super::framing::{Line, LineReader, sniff_id};
-use crate::audit::AuditStore;
+use crate::audit::{AuditStore, now_us};
 use flowlink_policy::shield::guardrails;
 
 /// Why a relay session could not run.
@@ -146,13 +147,6 @@ struct Router {
 struct FrameOut {
     to_server: Vec<Message>,
     to_client: Vec<Message>,
-}
-
-fn now_us() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX))
-        .unwrap_or(0)
 }
 
 /// Runs one relay session until the client goes away (or a signal arrives) and the server has
@@ -1606,7 +1600,6 @@ fn guard_strings(
 fn quarantined(tool: &str, why: &str) -> decide::Decided {
     decide::Decided {
         plan: Plan::Refuse {
-            verdict: Verdict::Block,
             message: format!(
                 "FlowLink refused `{tool}`: {why} Do not call it until the user has reviewed it."
             ),
@@ -1623,7 +1616,6 @@ fn quarantined(tool: &str, why: &str) -> decide::Decided {
 fn malformed(why: &str) -> decide::Decided {
     decide::Decided {
         plan: Plan::Refuse {
-            verdict: Verdict::Error,
             message: format!("FlowLink refused this tool call because it is malformed: {why}."),
         },
         verdict: Verdict::Error,
@@ -1633,15 +1625,4 @@ fn malformed(why: &str) -> decide::Decided {
         risk: None,
         findings: Vec::new(),
     }
-}
-
-fn shorten(s: &str, max: usize) -> String {
-    if s.len() <= max {
-        return s.to_owned();
-    }
-    let mut cut = max;
-    while !s.is_char_boundary(cut) {
-        cut -= 1;
-    }
-    format!("{}…", &s[..cut])
 }
