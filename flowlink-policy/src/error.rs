@@ -3,7 +3,8 @@
 use std::fmt;
 use std::ops::Range;
 
-/// Why a policy file was rejected, with the 1-based position of the offending text when known.
+/// Why a policy file was rejected, with the 1-based position of the offending text when known
+/// and, for layered policies, the layer it is in.
 ///
 /// Syntax errors take their position from the TOML parser; semantic errors (unknown action, bad
 /// glob, bad regex, bad JSON pointer, duplicate rule id, unknown field, wrong version) point at the
@@ -11,6 +12,9 @@ use std::ops::Range;
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{}", Located(self))]
 pub struct PolicyError {
+    /// The layer whose text is at fault, when the policy was built from layers
+    /// ([`crate::Policy::from_layers`]); `None` for a single file.
+    pub layer: Option<String>,
     /// 1-based line of the offending text, when known.
     pub line: Option<usize>,
     /// 1-based column (in characters) of the offending text, when known.
@@ -24,6 +28,9 @@ struct Located<'a>(&'a PolicyError);
 
 impl fmt::Display for Located<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if let Some(layer) = &self.0.layer {
+            write!(f, "layer `{layer}`, ")?;
+        }
         match (self.0.line, self.0.column) {
             (Some(line), Some(column)) => {
                 write!(f, "line {line}, column {column}: {}", self.0.message)
@@ -45,10 +52,17 @@ impl PolicyError {
             None => (None, None),
         };
         PolicyError {
+            layer: None,
             line,
             column,
             message: message.into(),
         }
+    }
+
+    /// The same error, attributed to layer `name`.
+    pub(crate) fn in_layer(mut self, name: &str) -> Self {
+        self.layer = Some(name.to_owned());
+        self
     }
 
     /// Converts a TOML parse or deserialisation error, keeping only its message and position.
@@ -91,16 +105,25 @@ mod tests {
     #[test]
     fn display_with_and_without_position() {
         let e = PolicyError {
+            layer: None,
             line: Some(12),
             column: Some(5),
             message: "unknown action `alow`".into(),
         };
         assert_eq!(e.to_string(), "line 12, column 5: unknown action `alow`");
         let e = PolicyError {
+            layer: None,
             line: None,
             column: None,
             message: "x".into(),
         };
         assert_eq!(e.to_string(), "x");
+        let e = PolicyError {
+            layer: Some("service:github".into()),
+            line: Some(3),
+            column: Some(1),
+            message: "x".into(),
+        };
+        assert_eq!(e.to_string(), "layer `service:github`, line 3, column 1: x");
     }
 }

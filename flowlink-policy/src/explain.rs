@@ -26,6 +26,8 @@ pub struct Explanation {
 /// What one rule did for the call.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RuleTrace {
+    /// The layer the rule came from, for policies built by [`crate::Policy::from_layers`].
+    pub layer: Option<String>,
     /// The rule's id.
     pub rule_id: String,
     /// The rule's priority.
@@ -81,9 +83,13 @@ impl fmt::Display for Explanation {
                 1 => ", 1 condition".to_owned(),
                 n => format!(", {n} conditions"),
             };
+            let layer = step
+                .layer
+                .as_ref()
+                .map_or_else(String::new, |l| format!(", layer `{l}`"));
             write!(
                 f,
-                "  {}. `{}` (priority {}, {}{conditions}): ",
+                "  {}. `{}` (priority {}, {}{conditions}{layer}): ",
                 i + 1,
                 step.rule_id,
                 step.priority,

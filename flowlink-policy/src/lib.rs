@@ -10,7 +10,39 @@
 //!   [`Policy::explain`] returns an [`Explanation`] that walks every rule;
 //!   [`Policy::is_hidden`] says whether a tool should be dropped from `tools/list`.
 //! - [`RateLimiter`]: the live buckets of a policy's `[[rate_limits]]` (GCRA via `governor`).
-//! - [`PolicyError`]: why a policy file was rejected, with 1-based line and column.
+//! - [`PolicyError`]: why a policy file was rejected, with 1-based line and column (and the
+//!   layer, for layered policies).
+//!
+//! # Layers
+//! The control plane keeps one policy per scope (the organisation, groups of devices selected
+//! by a label, one service) and a proxy runs their combination: [`Policy::from_layers`] takes
+//! `(name, text)` pairs, least specific first (org, then groups, then service):
+//! - rules and rate limits of every layer are concatenated and evaluated together as usual
+//!   (priority descending; at equal priority and action the less specific layer's rule first);
+//! - a rule id or rate-limit id used in two layers is an error naming both layers;
+//! - settings — `default_action`, `hide_blocked_tools`, each key of `[offline]` and of
+//!   `[shield]` — come from the most specific layer that sets them (`[[shield.map]]` entries
+//!   are concatenated);
+//! - errors carry the layer's name plus the line and column in that layer's text.
+//!
+//! One layer gives exactly what [`Policy::from_toml`] gives; no layers give
+//! [`Policy::builtin_default`].
+//!
+//! ```
+//! use flowlink_policy::Policy;
+//!
+//! let org = "version = 1\ndefault_action = \"block\"\n\
+//!            [[rules]]\nid = \"org-echo\"\ntool = \"echo\"\naction = \"allow\"\n";
+//! let service = "version = 1\n[[rules]]\nid = \"gh-read\"\ntool = \"get_*\"\naction = \"allow\"\n";
+//! let policy = Policy::from_layers(&[("org", org), ("service:github", service)])?;
+//! assert_eq!(policy.rule_count(), 2);
+//! assert_eq!(policy.default_action(), flowlink_policy::Action::Block);
+//!
+//! let clash = Policy::from_layers(&[("org", org), ("service:x", org)]).unwrap_err();
+//! assert_eq!(clash.layer.as_deref(), Some("service:x"));
+//! assert!(clash.message.contains("also used in layer `org`"));
+//! # Ok::<(), flowlink_policy::PolicyError>(())
+//! ```
 //!
 //! # Example
 //! ```
@@ -98,11 +130,15 @@ mod pattern;
 mod policy;
 mod rate;
 mod raw;
+pub mod redact;
+pub mod secrets;
 pub mod shield;
 
 pub use error::PolicyError;
 pub use explain::{Explanation, RuleTrace, TraceOutcome};
 pub use policy::{
-    Action, CallFinding, Decision, Labels, Policy, SHIELD_RULE_ID, ShieldVerdict, ToolCall,
+    Action, ApprovalSpec, CallFinding, DEFAULT_APPROVAL_TIMEOUT, Decision, Labels, Policy,
+    SHIELD_RULE_ID, ShieldVerdict, ToolCall,
 };
 pub use rate::{RateLimited, RateLimiter, RateScope};
+pub use secrets::SecretsPolicy;

@@ -16,6 +16,7 @@ use crate::index::{INDEX_MIN_RULES, RuleIndex};
 use crate::pattern::{Pattern, Patterns};
 use crate::rate::{RateLimitSpec, RateScope};
 use crate::raw::{OneOrMany, RawCondition, RawPolicy, RawRateLimit, RawRule, RawShield};
+use crate::secrets::{SecretsBuilder, SecretsPolicy};
 use crate::shield::extract::{self, Mapping};
 use crate::shield::{self, InputKind, ShieldConfig, ShieldFinding, SqlDialect};
 
@@ -104,7 +105,33 @@ pub struct Decision {
     pub findings: Vec<CallFinding>,
     /// The highest risk among `findings`, 0–100.
     pub risk: u8,
+    /// Who must approve and how long they have, when `action` is [`Action::Approve`].
+    pub approval: Option<ApprovalSpec>,
 }
+
+/// Who may approve a call held by an `approve` rule, how many must, and for how long.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApprovalSpec {
+    /// E-mail addresses or `role:<role>` selectors; empty = anyone the control plane lets decide.
+    pub approvers: Vec<String>,
+    /// Distinct approvals needed (1..=10).
+    pub needed: u32,
+    /// Silence for this long is a denial.
+    pub timeout: Duration,
+}
+
+impl Default for ApprovalSpec {
+    fn default() -> ApprovalSpec {
+        ApprovalSpec {
+            approvers: Vec::new(),
+            needed: 1,
+            timeout: DEFAULT_APPROVAL_TIMEOUT,
+        }
+    }
+}
+
+/// How long an approval request waits when its rule does not say (10 minutes).
+pub const DEFAULT_APPROVAL_TIMEOUT: Duration = Duration::from_secs(600);
 
 /// A shield finding located in a call: which argument it came from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -179,6 +206,10 @@ pub(crate) struct Rule {
     pub(crate) findings: Option<Patterns>,
     /// Matches only calls whose risk is at least this.
     pub(crate) min_risk: Option<u8>,
+    /// The layer the rule came from ([`Policy::from_layers`]); `None` for a single file.
+    pub(crate) layer: Option<String>,
+    /// For `approve` rules: who, how many, how long.
+    pub(crate) approval: ApprovalSpec,
 }
 
 /// Why a rule did not match; indices point into the rule's labels or conditions.
@@ -298,6 +329,8 @@ pub struct Policy {
     confirm_timeout: Duration,
     pub(crate) rate_limits: Vec<RateLimitSpec>,
     shield: ShieldSettings,
+    /// `[secrets]`: injections, placeholders, Vault.
+    secrets: SecretsPolicy,
     /// Built for large policies; `None` means a linear scan.
     index: Option<RuleIndex>,
 }
@@ -310,9 +343,35 @@ const MAX_CONFIRM_TIMEOUT_SECS: i64 = 86_400;
 impl Policy {
     /// Parses and validates a policy file's text. Nothing is read from disk.
     pub fn from_toml(source: &str) -> Result<Policy, PolicyError> {
-        let raw: RawPolicy =
-            toml::from_str(source).map_err(|e| PolicyError::from_toml(source, &e))?;
-        Compiler { source }.policy(raw)
+        let mut builder = Builder::new();
+        builder.add(None, source)?;
+        builder.finish()
+    }
+
+    /// Combines policy layers, given least specific first (the organisation's, then groups',
+    /// then the service's), into one policy. Nothing is read from disk.
+    ///
+    /// - Each layer is a whole policy file and is validated as [`Policy::from_toml`] would.
+    /// - Rules and rate limits are concatenated in layer order; evaluation order is then, as
+    ///   always, priority descending, and at equal priority and equal action the rule from the
+    ///   earlier (less specific) layer comes first.
+    /// - A rule id or rate-limit id used in two layers is an error naming both layers.
+    /// - Settings come from the most specific layer that sets them, key by key:
+    ///   `default_action`, `hide_blocked_tools`, each key of `[offline]` and each key of
+    ///   `[shield]` (`[[shield.map]]` entries are concatenated, like rules).
+    /// - Errors carry the layer's name in [`PolicyError::layer`] plus the line and column in
+    ///   that layer's text.
+    ///
+    /// One layer gives exactly the policy [`Policy::from_toml`] gives for its text; no layers
+    /// give [`Policy::builtin_default`].
+    pub fn from_layers(layers: &[(&str, &str)]) -> Result<Policy, PolicyError> {
+        let mut builder = Builder::new();
+        for (name, source) in layers {
+            builder
+                .add(Some(name), source)
+                .map_err(|e| e.in_layer(name))?;
+        }
+        builder.finish()
     }
 
     /// The policy used when none is configured: the shield with its default thresholds (risk
@@ -328,6 +387,7 @@ impl Policy {
             confirm_timeout: Duration::from_secs(DEFAULT_CONFIRM_TIMEOUT_SECS),
             rate_limits: Vec::new(),
             shield: ShieldSettings::default(),
+            secrets: SecretsPolicy::default(),
             index: None,
         }
     }
@@ -417,6 +477,7 @@ impl Policy {
             reason,
             findings: Vec::new(),
             risk: 0,
+            approval: (action == Action::Approve).then(ApprovalSpec::default),
         }
     }
 
@@ -511,6 +572,7 @@ impl Policy {
             reason,
             findings: Vec::new(),
             risk: 0,
+            approval: (rule.action == Action::Approve).then(|| rule.approval.clone()),
         }
     }
 
@@ -530,6 +592,7 @@ impl Policy {
             reason: format!("no rule matched; default action {}", self.default_action),
             findings: Vec::new(),
             risk: 0,
+            approval: (self.default_action == Action::Approve).then(ApprovalSpec::default),
         }
     }
 
@@ -558,6 +621,7 @@ impl Policy {
                     },
                 };
                 RuleTrace {
+                    layer: rule.layer.clone(),
                     rule_id: rule.id.clone(),
                     priority: rule.priority,
                     action: rule.action,
@@ -665,6 +729,12 @@ impl Policy {
         (self.shield.approve_at, self.shield.block_at)
     }
 
+    /// The `[secrets]` section: what the proxy injects into the MCP server and which
+    /// `{{secret:NAME}}` placeholders calls may use (empty when no layer has one).
+    pub fn secrets(&self) -> &SecretsPolicy {
+        &self.secrets
+    }
+
     /// Number of `[[rules]]`.
     pub fn rule_count(&self) -> usize {
         self.rules.len()
@@ -691,9 +761,57 @@ impl Policy {
     }
 }
 
-/// Turns the raw file into a [`Policy`], attaching positions to every semantic error.
+/// Where an id was first used: the layer (`None` for a single file) and the 1-based line.
+type SeenIds = HashMap<String, (Option<String>, usize)>;
+
+/// Accumulates layers into one [`Policy`]: settings of later layers override earlier ones key by
+/// key, rules and rate limits are appended, ids must be unique across all layers.
+struct Builder {
+    policy: Policy,
+    rules: Vec<Rule>,
+    rule_ids: SeenIds,
+    limit_ids: SeenIds,
+    secrets: SecretsBuilder,
+}
+
+impl Builder {
+    fn new() -> Builder {
+        Builder {
+            policy: Policy::builtin_default(),
+            rules: Vec::new(),
+            rule_ids: HashMap::new(),
+            limit_ids: HashMap::new(),
+            secrets: SecretsBuilder::default(),
+        }
+    }
+
+    /// Parses, validates and adds one layer. Errors carry positions in `source` but no layer
+    /// name; the caller adds it.
+    fn add(&mut self, layer: Option<&str>, source: &str) -> Result<(), PolicyError> {
+        let raw: RawPolicy =
+            toml::from_str(source).map_err(|e| PolicyError::from_toml(source, &e))?;
+        let compiler = Compiler { source, layer };
+        compiler.layer(raw, self)
+    }
+
+    fn finish(mut self) -> Result<Policy, PolicyError> {
+        // Stable: equal priorities keep layer order, then file order.
+        self.rules.sort_by_key(|r| std::cmp::Reverse(r.priority));
+        if self.rules.len() >= INDEX_MIN_RULES {
+            self.policy.index =
+                Some(RuleIndex::build(&self.rules).map_err(|m| PolicyError::at("", None, m))?);
+        }
+        self.policy.rules = self.rules;
+        self.policy.secrets = self.secrets.finish()?;
+        Ok(self.policy)
+    }
+}
+
+/// Turns one raw file into rules and settings, attaching positions to every semantic error.
 struct Compiler<'s> {
     source: &'s str,
+    /// The layer's name, for rules' provenance and cross-layer duplicate messages.
+    layer: Option<&'s str>,
 }
 
 impl Compiler<'_> {
@@ -701,7 +819,8 @@ impl Compiler<'_> {
         PolicyError::at(self.source, Some(spanned.span()), message)
     }
 
-    fn policy(&self, raw: RawPolicy) -> Result<Policy, PolicyError> {
+    /// Validates one file and merges it into `acc`.
+    fn layer(&self, raw: RawPolicy, acc: &mut Builder) -> Result<(), PolicyError> {
         if *raw.version.get_ref() != 1 {
             return Err(self.err(
                 &raw.version,
@@ -711,13 +830,13 @@ impl Compiler<'_> {
                 ),
             ));
         }
-        let default_action = match &raw.default_action {
-            Some(s) => self.action(s)?,
-            None => Action::Allow,
-        };
-        let mut policy = Policy::builtin_default();
-        policy.default_action = default_action;
-        policy.hide_blocked_tools = raw.hide_blocked_tools.unwrap_or(true);
+        let policy = &mut acc.policy;
+        if let Some(s) = &raw.default_action {
+            policy.default_action = self.action(s)?;
+        }
+        if let Some(hide) = raw.hide_blocked_tools {
+            policy.hide_blocked_tools = hide;
+        }
         if let Some(offline) = &raw.offline {
             if let Some(a) = &offline.approve {
                 policy.offline_approve = self.offline_action(a)?;
@@ -739,30 +858,23 @@ impl Compiler<'_> {
             }
         }
 
-        let mut seen: HashMap<String, usize> = HashMap::new();
-        let mut rules = Vec::with_capacity(raw.rules.len());
         for raw_rule in raw.rules {
-            let rule = self.rule(raw_rule.into_inner(), &mut seen)?;
-            rules.push(rule);
+            let rule = self.rule(raw_rule.into_inner(), &mut acc.rule_ids)?;
+            acc.rules.push(rule);
         }
-        // Stable: equal priorities keep file order.
-        rules.sort_by_key(|r| std::cmp::Reverse(r.priority));
-        if rules.len() >= INDEX_MIN_RULES {
-            policy.index =
-                Some(RuleIndex::build(&rules).map_err(|m| PolicyError::at(self.source, None, m))?);
-        }
-        policy.rules = rules;
         if let Some(raw_shield) = raw.shield {
-            policy.shield = self.shield(raw_shield)?;
+            self.shield(raw_shield, &mut acc.policy.shield)?;
         }
-
-        let mut seen: HashMap<String, usize> = HashMap::new();
+        if let Some(raw_secrets) = raw.secrets {
+            acc.secrets.add(self.source, self.layer, raw_secrets)?;
+        }
         for raw_limit in raw.rate_limits {
             let spanned_limit = raw_limit.span();
-            let limit = self.rate_limit(raw_limit.into_inner(), spanned_limit, &mut seen)?;
-            policy.rate_limits.push(limit);
+            let limit =
+                self.rate_limit(raw_limit.into_inner(), spanned_limit, &mut acc.limit_ids)?;
+            acc.policy.rate_limits.push(limit);
         }
-        Ok(policy)
+        Ok(())
     }
 
     fn action(&self, s: &Spanned<String>) -> Result<Action, PolicyError> {
@@ -794,20 +906,29 @@ impl Compiler<'_> {
         &self,
         id: &Spanned<String>,
         what: &str,
-        seen: &mut HashMap<String, usize>,
+        seen: &mut SeenIds,
     ) -> Result<String, PolicyError> {
         let text = id.get_ref();
         if text.trim().is_empty() {
             return Err(self.err(id, format!("{what} id must not be empty")));
         }
         let (line, _) = line_column(self.source, id.span().start);
-        if let Some(first) = seen.get(text) {
-            return Err(self.err(
-                id,
-                format!("duplicate {what} id `{text}` (first used on line {first})"),
-            ));
+        if let Some((layer, first)) = seen.get(text) {
+            return Err(match layer {
+                Some(other) if Some(other.as_str()) != self.layer => self.err(
+                    id,
+                    format!(
+                        "duplicate {what} id `{text}`: also used in layer `{other}` (line {first}); \
+                         ids must be unique across all layers of a policy, so rename one of them"
+                    ),
+                ),
+                _ => self.err(
+                    id,
+                    format!("duplicate {what} id `{text}` (first used on line {first})"),
+                ),
+            });
         }
-        seen.insert(text.clone(), line);
+        seen.insert(text.clone(), (self.layer.map(str::to_owned), line));
         Ok(text.clone())
     }
 
@@ -830,7 +951,7 @@ impl Compiler<'_> {
             .map(Patterns)
     }
 
-    fn rule(&self, raw: RawRule, seen: &mut HashMap<String, usize>) -> Result<Rule, PolicyError> {
+    fn rule(&self, raw: RawRule, seen: &mut SeenIds) -> Result<Rule, PolicyError> {
         let id = self.unique_id(&raw.id, "rule", seen)?;
         let action = self.action(&raw.action)?;
         let mut labels = Vec::new();
@@ -852,9 +973,12 @@ impl Compiler<'_> {
             Some(r) => Some(self.risk(r, "min_risk")?),
             None => None,
         };
+        let approval = self.approval(&raw, action)?;
         Ok(Rule {
+            approval,
             findings,
             min_risk,
+            layer: self.layer.map(str::to_owned),
             id,
             priority: raw.priority.unwrap_or(0),
             description: raw.description,
@@ -949,7 +1073,7 @@ impl Compiler<'_> {
         &self,
         raw: RawRateLimit,
         span: std::ops::Range<usize>,
-        seen: &mut HashMap<String, usize>,
+        seen: &mut SeenIds,
     ) -> Result<RateLimitSpec, PolicyError> {
         let id = self.unique_id(&raw.id, "rate limit", seen)?;
         let scope = match raw.scope.get_ref().as_str() {
@@ -999,6 +1123,76 @@ impl Compiler<'_> {
         })
     }
 
+    /// `approvers`, `approvals` and `approval_timeout_secs`: only on `approve` rules.
+    fn approval(&self, raw: &RawRule, action: Action) -> Result<ApprovalSpec, PolicyError> {
+        let mut spec = ApprovalSpec::default();
+        if action != Action::Approve {
+            for (key, span) in [
+                ("approvers", raw.approvers.as_ref().map(|v| v.span())),
+                ("approvals", raw.approvals.as_ref().map(|v| v.span())),
+                (
+                    "approval_timeout_secs",
+                    raw.approval_timeout_secs.as_ref().map(|v| v.span()),
+                ),
+            ] {
+                if let Some(span) = span {
+                    return Err(PolicyError::at(
+                        self.source,
+                        Some(span),
+                        format!("`{key}` only applies to rules with action = \"approve\""),
+                    ));
+                }
+            }
+            return Ok(spec);
+        }
+        if let Some(list) = &raw.approvers {
+            for who in list.get_ref() {
+                let ok = match who.strip_prefix("role:") {
+                    Some(role) => {
+                        matches!(role, "owner" | "admin" | "approver" | "auditor" | "viewer")
+                    }
+                    None => who.contains('@') && !who.chars().any(char::is_whitespace),
+                };
+                if !ok {
+                    return Err(self.err(
+                        list,
+                        format!(
+                            "approver `{who}` is neither an e-mail address nor `role:<owner|admin|approver|auditor|viewer>`"
+                        ),
+                    ));
+                }
+                spec.approvers.push(who.to_lowercase());
+            }
+        }
+        if let Some(n) = &raw.approvals {
+            spec.needed = u32::try_from(*n.get_ref())
+                .ok()
+                .filter(|n| (1..=10).contains(n))
+                .ok_or_else(|| {
+                    self.err(
+                        n,
+                        format!("`approvals` must be 1..=10, got {}", n.get_ref()),
+                    )
+                })?;
+        }
+        if let Some(t) = &raw.approval_timeout_secs {
+            let secs = u64::try_from(*t.get_ref())
+                .ok()
+                .filter(|s| (10..=7 * 86_400).contains(s))
+                .ok_or_else(|| {
+                    self.err(
+                        t,
+                        format!(
+                            "`approval_timeout_secs` must be 10..=604800, got {}",
+                            t.get_ref()
+                        ),
+                    )
+                })?;
+            spec.timeout = Duration::from_secs(secs);
+        }
+        Ok(spec)
+    }
+
     fn risk(&self, v: &Spanned<i64>, name: &str) -> Result<u8, PolicyError> {
         u8::try_from(*v.get_ref())
             .ok()
@@ -1011,8 +1205,9 @@ impl Compiler<'_> {
             })
     }
 
-    fn shield(&self, raw: RawShield) -> Result<ShieldSettings, PolicyError> {
-        let mut s = ShieldSettings::default();
+    /// Applies a `[shield]` table over `s` (the defaults, or what less specific layers set):
+    /// every key it sets replaces the earlier value, `[[shield.map]]` entries are appended.
+    fn shield(&self, raw: RawShield, s: &mut ShieldSettings) -> Result<(), PolicyError> {
         if let Some(e) = raw.enabled {
             s.enabled = e;
         }
@@ -1088,7 +1283,7 @@ impl Compiler<'_> {
                 kind,
             });
         }
-        Ok(s)
+        Ok(())
     }
 
     fn positive_u32(&self, v: &Spanned<i64>, name: &str) -> Result<NonZeroU32, PolicyError> {

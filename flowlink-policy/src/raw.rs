@@ -25,6 +25,57 @@ pub(crate) struct RawPolicy {
     pub(crate) rate_limits: Vec<Spanned<RawRateLimit>>,
     #[serde(default)]
     pub(crate) shield: Option<RawShield>,
+    #[serde(default)]
+    pub(crate) secrets: Option<Spanned<RawSecrets>>,
+}
+
+/// `[secrets]`: what the proxy injects into the MCP server and which `{{secret:NAME}}`
+/// placeholders the agent may use.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawSecrets {
+    #[serde(default)]
+    pub(crate) placeholders: Option<Spanned<Vec<Spanned<String>>>>,
+    #[serde(default)]
+    pub(crate) inject: Vec<Spanned<RawInject>>,
+    #[serde(default)]
+    pub(crate) vault: Option<Spanned<RawVault>>,
+}
+
+/// One `[[secrets.inject]]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawInject {
+    #[serde(default)]
+    pub(crate) secret: Option<Spanned<String>>,
+    #[serde(default)]
+    pub(crate) vault: Option<Spanned<String>>,
+    #[serde(default)]
+    pub(crate) name: Option<Spanned<String>>,
+    #[serde(default)]
+    pub(crate) env: Option<Spanned<String>>,
+    #[serde(default)]
+    pub(crate) file: Option<Spanned<String>>,
+}
+
+/// `[secrets.vault]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawVault {
+    pub(crate) address: Spanned<String>,
+    #[serde(default)]
+    pub(crate) namespace: Option<Spanned<String>>,
+    pub(crate) auth: Spanned<String>,
+    #[serde(default)]
+    pub(crate) role_id: Option<Spanned<String>>,
+    #[serde(default)]
+    pub(crate) secret_id_secret: Option<Spanned<String>>,
+    #[serde(default)]
+    pub(crate) token_secret: Option<Spanned<String>>,
+    #[serde(default)]
+    pub(crate) ca_file: Option<Spanned<String>>,
+    #[serde(default)]
+    pub(crate) cache_secs: Option<Spanned<i64>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -96,6 +147,12 @@ pub(crate) struct RawRule {
     pub(crate) finding: Option<Spanned<OneOrMany>>,
     #[serde(default)]
     pub(crate) min_risk: Option<Spanned<i64>>,
+    #[serde(default)]
+    pub(crate) approvers: Option<Spanned<Vec<String>>>,
+    #[serde(default)]
+    pub(crate) approvals: Option<Spanned<i64>>,
+    #[serde(default)]
+    pub(crate) approval_timeout_secs: Option<Spanned<i64>>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -619,3 +619,84 @@ fn example_policies_parse_and_behave() {
     let d = call("claude-code", "everything", op, json!({"duration": 30})).decide(&strict);
     assert_eq!(d.action, Action::Approve);
 }
+
+#[test]
+fn approve_rules_carry_who_how_many_and_how_long() {
+    let policy = Policy::from_toml(
+        r#"
+        version = 1
+        [[rules]]
+        id = "prod-db"
+        tool = "query"
+        action = "approve"
+        approvers = ["role:admin", "DBA@Example.com"]
+        approvals = 2
+        approval_timeout_secs = 120
+        [[rules]]
+        id = "plain"
+        tool = "other"
+        action = "approve"
+    "#,
+    )
+    .expect("policy");
+    let labels = Labels::new();
+    let args = serde_json::json!({});
+    let call = |tool| flowlink_policy::ToolCall {
+        agent: "a",
+        service: "db",
+        tool,
+        arguments: &args,
+        labels: &labels,
+    };
+    let spec = policy
+        .decide(&call("query"))
+        .approval
+        .expect("approval spec");
+    assert_eq!(spec.approvers, ["role:admin", "dba@example.com"]);
+    assert_eq!((spec.needed, spec.timeout.as_secs()), (2, 120));
+    let plain = policy
+        .decide(&call("other"))
+        .approval
+        .expect("approval spec");
+    assert_eq!(plain, flowlink_policy::ApprovalSpec::default());
+    assert_eq!(plain.timeout, flowlink_policy::DEFAULT_APPROVAL_TIMEOUT);
+    assert_eq!(
+        policy.decide(&call("unlisted")).approval,
+        None,
+        "allow needs no approval"
+    );
+}
+
+#[test]
+fn approval_settings_are_checked() {
+    for (body, needle) in [
+        (
+            "action = \"block\"\napprovals = 2",
+            "only applies to rules with action = \"approve\"",
+        ),
+        (
+            "action = \"approve\"\napprovals = 0",
+            "`approvals` must be 1..=10",
+        ),
+        (
+            "action = \"approve\"\napprovers = [\"bob\"]",
+            "neither an e-mail address nor `role:",
+        ),
+        (
+            "action = \"approve\"\napprovers = [\"role:king\"]",
+            "neither an e-mail address nor `role:",
+        ),
+        (
+            "action = \"approve\"\napproval_timeout_secs = 1",
+            "10..=604800",
+        ),
+    ] {
+        let text = format!("version = 1\n[[rules]]\nid = \"r\"\n{body}\n");
+        let err = Policy::from_toml(&text).expect_err(body).to_string();
+        assert!(err.contains(needle), "{body}: {err}");
+        assert!(
+            err.contains("line 5") || err.contains(":5:") || err.contains("5:"),
+            "names the line: {err}"
+        );
+    }
+}

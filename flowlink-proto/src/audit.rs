@@ -25,8 +25,10 @@ pub enum Verdict {
     Pending,
     /// A person allowed it (in the editor or as approver).
     Approved,
-    /// A person refused it, or the request timed out ("silence is not consent").
+    /// A person refused it.
     Denied,
+    /// Nobody answered in time: not run ("silence is not consent"), recorded apart from a denial.
+    TimedOut,
     /// The call could not be decided (policy unavailable, malformed arguments); not forwarded.
     Error,
 }
@@ -41,6 +43,7 @@ impl Verdict {
             Verdict::Pending => "pending",
             Verdict::Approved => "approved",
             Verdict::Denied => "denied",
+            Verdict::TimedOut => "timed_out",
             Verdict::Error => "error",
         }
     }
@@ -53,6 +56,7 @@ impl Verdict {
             "pending" => Verdict::Pending,
             "approved" => Verdict::Approved,
             "denied" => Verdict::Denied,
+            "timed_out" => Verdict::TimedOut,
             "error" => Verdict::Error,
             _ => return None,
         })
@@ -158,6 +162,74 @@ pub struct ToolCallRecord {
     /// What the shield found in the arguments, highest risk first.
     #[serde(default)]
     pub findings: Vec<FindingRecord>,
+    /// Which policy decided the call (absent in records written before the control plane link).
+    #[serde(default)]
+    pub policy_source: Option<PolicySource>,
+    /// The id of the signed bundle that decided (its payload's SHA-256), when the policy came
+    /// from the control plane.
+    #[serde(default)]
+    pub policy_bundle: Option<String>,
+}
+
+/// Where the policy that decided a call came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PolicySource {
+    /// The control plane's signed bundle, with the link to the control plane up.
+    Bundle,
+    /// The cached signed bundle, while the control plane could not be reached (or the device
+    /// was revoked): decisions were made offline.
+    BundleOffline,
+    /// A local policy file (`--policy`).
+    File,
+    /// The built-in default policy.
+    Builtin,
+    /// An enrolled device that has not received its policy yet: every call is refused.
+    Missing,
+}
+
+impl PolicySource {
+    /// The snake_case name used on disk and on the wire.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PolicySource::Bundle => "bundle",
+            PolicySource::BundleOffline => "bundle_offline",
+            PolicySource::File => "file",
+            PolicySource::Builtin => "builtin",
+            PolicySource::Missing => "missing",
+        }
+    }
+    /// Parses [`PolicySource::as_str`] output.
+    pub fn parse(s: &str) -> Option<PolicySource> {
+        Some(match s {
+            "bundle" => PolicySource::Bundle,
+            "bundle_offline" => PolicySource::BundleOffline,
+            "file" => PolicySource::File,
+            "builtin" => PolicySource::Builtin,
+            "missing" => PolicySource::Missing,
+            _ => return None,
+        })
+    }
+}
+
+/// The audit outbox was full and its `drop_oldest` rule threw events away before they reached
+/// the control plane: shipped as an audit event of kind `outbox_overflow`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OutboxOverflowRecord {
+    /// Always [`SCHEMA_VERSION`] when written by this version.
+    pub schema: u32,
+    /// UUIDv7 of this event.
+    pub id: String,
+    /// How many events were dropped since the previous overflow record.
+    pub dropped: u64,
+    /// The outbox bound (`--outbox-max-events`).
+    pub max_events: u64,
+    /// When the first of them was dropped, Unix µs.
+    pub first_dropped_at_us: i64,
+    /// When this record was written, Unix µs.
+    pub recorded_at_us: i64,
+    /// What happened, in words.
+    pub message: String,
 }
 
 /// One shield finding as recorded.

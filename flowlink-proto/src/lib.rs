@@ -6,6 +6,11 @@
 //!   byte for byte.
 //! * [`audit`] — the versioned audit record schema: one [`audit::ToolCallRecord`] per tool call and
 //!   one [`audit::SessionRecord`] per relay session.
+//! * [`bundle`] — the signed policy bundle a proxy receives from the control plane (schema 1).
+//! * [`link`] — enrolment and the proxy ↔ control-plane WebSocket messages (version 1), and the
+//!   canonical argument digest approvals are bound to, and the secrets messages.
+//! * [`sealed`] — sealed boxes (RFC 9180 HPKE base mode: X25519, HKDF-SHA256, AES-256-GCM) for
+//!   secrets, wrapped org keys and key challenges, each bound to what it is for; secret names.
 //!
 //! Invariant: this crate does no I/O. Anything that derives `Serialize` here is a format other
 //! components (and older or newer versions of them) read, so fields are only ever added, with
@@ -14,5 +19,8 @@
 #![deny(missing_docs)]
 
 pub mod audit;
+pub mod bundle;
 pub mod jsonrpc;
+pub mod link;
 pub mod mcp;
+pub mod sealed;

@@ -5,15 +5,18 @@ use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand};
 use flowlink_policy::{Labels, Policy, ShieldVerdict, ToolCall, shield};
-use flowlink_proxy::audit::{self, AuditQuery, AuditStore};
+use flowlink_proxy::audit::{self, AuditQuery, AuditStore, OutboxConfig, WhenFull};
 use flowlink_proxy::install::{self, Client, InstallOptions, Scope};
+use flowlink_proxy::link::{self, CredentialStore, EnrollOptions, LinkConfig};
 use flowlink_proxy::pins::PinStore;
-use flowlink_proxy::relay::{self, RelayConfig};
+use flowlink_proxy::relay::{self, PolicyOrigin, RelayConfig, ServerStatus};
+use flowlink_proxy::secrets::{self, SecretsHub};
 
 /// FlowLink's sidecar: wraps a stdio MCP server, decides every tool call, records everything.
 ///
@@ -38,6 +41,7 @@ struct RunArgs {
     #[arg(long, allow_hyphen_values = true)]
     name: Option<String>,
     /// Policy file (TOML). Without it a built-in default applies: allow and record everything.
+    /// Refused on an enrolled device: its policy comes from the control plane.
     #[arg(long, env = "FLOWLINK_POLICY")]
     policy: Option<PathBuf>,
     /// Where the audit store lives (default: the platform data directory).
@@ -55,6 +59,25 @@ struct RunArgs {
     /// Restarts of a crashed server allowed within one minute before the proxy gives up.
     #[arg(long, default_value_t = 5)]
     max_restarts_per_minute: u32,
+    /// Enrolled devices: how long a call waiting for an approver is held when the client gave no
+    /// progress token; then the agent is told to issue the identical call again once approved
+    /// (clients time calls out at about 60 s).
+    #[arg(long, env = "FLOWLINK_APPROVAL_HOLD_SECS", default_value_t = 50, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    approval_hold_secs: u64,
+    /// Enrolled devices: most audit events kept for the control plane while it is unreachable.
+    #[arg(long, env = "FLOWLINK_OUTBOX_MAX_EVENTS", default_value_t = audit::outbox::DEFAULT_OUTBOX_MAX_EVENTS,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    outbox_max_events: u64,
+    /// Enrolled devices: what happens when the outbox is full. `block` (secure default) refuses
+    /// new tool calls until the control plane is reachable again; `drop-oldest` drops the oldest
+    /// un-shipped events and records how many.
+    #[arg(long, env = "FLOWLINK_OUTBOX_WHEN_FULL", default_value = "block", value_parser = parse_when_full)]
+    outbox_when_full: WhenFull,
+    /// Enrolled devices: at start, with no secrets cached yet, how long to wait for the control
+    /// plane's first push of secrets before starting the MCP server without them (0: do not
+    /// wait). Also bounds the Vault reads of each server start (10 s when 0).
+    #[arg(long, env = "FLOWLINK_SECRETS_WAIT_SECS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(0..=600))]
+    secrets_wait_secs: u64,
     /// The MCP server command and its arguments, after `--`.
     #[arg(last = true)]
     server: Vec<String>,
@@ -77,6 +100,49 @@ enum Command {
     /// Tool pins: list them, accept changed tool definitions, forget pins.
     #[command(subcommand)]
     Pins(PinsCommand),
+    /// Join an organisation: register this device with a control plane and store its credential.
+    Enroll(EnrollArgs),
+    /// Show the enrolment, the link to the control plane, the policy in force and the outbox.
+    Status(StatusArgs),
+}
+
+#[derive(Args, Debug)]
+struct EnrollArgs {
+    /// The control plane, e.g. https://flowlink.example.com (http:// only to this machine).
+    #[arg(long)]
+    server: String,
+    /// The enrolment token an admin created (`fle_…`).
+    #[arg(long, env = "FLOWLINK_ENROLL_TOKEN", hide_env_values = true)]
+    token: String,
+    /// A name for this device (default: the host name).
+    #[arg(long)]
+    name: Option<String>,
+    /// A label this device reports, KEY=VALUE (repeatable); the token's labels win.
+    #[arg(long = "label", value_parser = parse_label)]
+    labels: Vec<(String, String)>,
+    /// A PEM file with the CA that signed the control plane's certificate (a private CA).
+    #[arg(long)]
+    ca_file: Option<PathBuf>,
+    /// Allow unencrypted http:// / ws:// to a control plane that is not on this machine (only
+    /// behind a TLS-terminating proxy on a trusted network).
+    #[arg(long)]
+    allow_insecure_ws: bool,
+    /// Replace an existing enrolment of this device.
+    #[arg(long)]
+    force: bool,
+    /// Where the credential and the proxy's state live (default: the platform data directory).
+    #[arg(long, env = "FLOWLINK_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+}
+
+#[derive(Args, Debug)]
+struct StatusArgs {
+    /// One JSON object instead of text.
+    #[arg(long)]
+    json: bool,
+    /// Where the credential and the proxy's state live (default: the platform data directory).
+    #[arg(long, env = "FLOWLINK_DATA_DIR")]
+    data_dir: Option<PathBuf>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -209,6 +275,10 @@ fn parse_label(s: &str) -> Result<(String, String), String> {
     }
 }
 
+fn parse_when_full(s: &str) -> Result<WhenFull, String> {
+    WhenFull::parse(s).ok_or_else(|| format!("`{s}` is not `block` or `drop-oldest`"))
+}
+
 fn labels_from(pairs: &[(String, String)]) -> Labels {
     let mut labels = BTreeMap::new();
     if let Ok(user) = std::env::var("USER") {
@@ -223,6 +293,9 @@ fn labels_from(pairs: &[(String, String)]) -> Labels {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging();
+    // One rustls crypto provider for the whole process (the link and enrolment pass it
+    // explicitly too).
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     let result = match cli.command {
         Some(Command::Policy(p)) => policy_command(p),
         Some(Command::Audit(a)) => audit_command(a),
@@ -230,6 +303,8 @@ fn main() -> ExitCode {
         Some(Command::Uninstall(i)) => install_command(i, true),
         Some(Command::Shield(ShieldCommand::Check(s))) => shield_command(s),
         Some(Command::Pins(p)) => pins_command(p),
+        Some(Command::Enroll(e)) => enroll_command(e),
+        Some(Command::Status(s)) => status_command(s),
         None => run_command(cli.run),
     };
     match result {
@@ -268,39 +343,163 @@ fn run_command(args: RunArgs) -> Result<i32> {
             "no MCP server command given; put it after `--`, e.g. `flowlink-proxy --name everything -- npx -y @modelcontextprotocol/server-everything`"
         );
     }
-    let policy = match &args.policy {
-        Some(path) => relay::load_policy_file(path)?,
-        None => Policy::builtin_default(),
-    };
     let data_dir = data_dir_or_default(args.data_dir)?;
-    let store = AuditStore::open(&data_dir)
-        .with_context(|| format!("cannot open the audit store in {}", data_dir.display()))?;
-    let pins = PinStore::open(&data_dir)?;
     let service = args.name.unwrap_or_else(|| {
         Path::new(&args.server[0])
             .file_name()
             .map_or_else(|| "mcp".to_owned(), |n| n.to_string_lossy().into_owned())
     });
-    let cfg = RelayConfig {
-        service,
-        command: args.server,
-        policy_file: args.policy,
-        initial_policy: policy,
-        labels: labels_from(&args.labels),
-        max_message_bytes: args.max_message_bytes,
-        shutdown_grace: Duration::from_millis(args.shutdown_grace_ms),
-        max_restarts_per_minute: args.max_restarts_per_minute,
-        policy_poll_interval: Duration::from_millis(500),
-        store,
-        pins: Some(pins),
+    // An enrolled device takes its policy from the control plane; a credential that exists but
+    // cannot be read stops the proxy rather than silently running without the org's policy.
+    let credential = CredentialStore::new(&data_dir)
+        .load()
+        .context("this data directory holds a device credential that cannot be used")?
+        .map(|(c, _)| Arc::new(c));
+    if let (Some(cred), Some(path)) = (&credential, &args.policy) {
+        bail!(
+            "this device is enrolled in organisation {} (control plane {}), so its policy comes from the control plane; --policy {} (or FLOWLINK_POLICY) is refused because a local file must not override the organisation's security policy. Remove --policy, or use another --data-dir for an un-enrolled proxy",
+            if cred.org_slug.is_empty() {
+                &cred.org_id
+            } else {
+                &cred.org_slug
+            },
+            cred.server_url,
+            path.display()
+        );
+    }
+    let store = match &credential {
+        Some(_) => AuditStore::open_with_outbox(
+            &data_dir,
+            OutboxConfig {
+                max_events: args.outbox_max_events,
+                when_full: args.outbox_when_full,
+            },
+        ),
+        None => AuditStore::open(&data_dir),
+    }
+    .with_context(|| format!("cannot open the audit store in {}", data_dir.display()))?;
+    let pins = PinStore::open(&data_dir)?;
+    // The policy the relay starts with: a file, the built-in default, or (enrolled) the cached
+    // bundle, verified again.
+    let (initial_policy, cached) = match &credential {
+        None => match &args.policy {
+            Some(path) => (relay::load_policy_file(path)?, None),
+            None => (Policy::builtin_default(), None),
+        },
+        Some(cred) => match cached_bundle(&data_dir, cred, &service) {
+            Some(v) => (v.policy.clone(), Some(v)),
+            None => (relay::decide::missing_policy()?, None),
+        },
     };
+    let server_status = ServerStatus::default();
+    // Enrolled: the secrets cached from the last push, opened now (the control plane may be down).
+    let hub = credential.as_ref().map(|cred| {
+        let hub = SecretsHub::new();
+        secrets::load_cached(&data_dir, cred, &service, &hub);
+        hub
+    });
+    let secrets_wait = Duration::from_secs(args.secrets_wait_secs);
+    let backoff_cap = std::env::var("FLOWLINK_LINK_BACKOFF_CAP_MS")
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok())
+        .map_or(link::client::BACKOFF_CAP, Duration::from_millis);
+
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
     let code = rt.block_on(async {
+        let mut initial_policy = initial_policy;
+        let (link, mut policy_feed, mut policy_source) = match &credential {
+            None => (
+                None,
+                None,
+                if args.policy.is_some() {
+                    PolicyOrigin::File
+                } else {
+                    PolicyOrigin::Builtin
+                },
+            ),
+            Some(cred) => {
+                let (handle, feed) = link::spawn(LinkConfig {
+                    credential: Arc::clone(cred),
+                    service: service.clone(),
+                    data_dir: data_dir.clone(),
+                    store: store.clone(),
+                    server_status: server_status.clone(),
+                    current: cached.as_ref().map(|v| link::client::CurrentBundle {
+                        id: v.id.clone(),
+                        issued_at_us: v.bundle.issued_at,
+                    }),
+                    backoff_cap,
+                    secrets: hub.clone().unwrap_or_else(SecretsHub::new),
+                });
+                let origin = match &cached {
+                    Some(v) => PolicyOrigin::Bundle {
+                        id: v.id.clone(),
+                        online: handle.online_flag(),
+                    },
+                    None => PolicyOrigin::Missing,
+                };
+                (Some(handle), Some(feed), origin)
+            }
+        };
+        // Nothing cached yet, or the policy injects secrets: give the control plane a bounded
+        // time to send them (and the policy, which comes first) before the server starts. With a
+        // cache, this lets a fresh push — or a revocation, which empties the cache — win over
+        // what was stored; an unreachable control plane ends the wait at once (offline start).
+        if let (Some(link), Some(hub)) = (&link, &hub)
+            && !secrets_wait.is_zero()
+            && (cached.is_none() || !initial_policy.secrets().is_empty())
+        {
+            let arrived = secrets::wait_for_first_push(hub, link, secrets_wait).await;
+            if let Some(feed) = policy_feed.as_mut() {
+                while let Ok(p) = feed.try_recv() {
+                    initial_policy = p.policy.clone();
+                    policy_source = p.source.clone();
+                }
+            }
+            if !arrived && hub.current().is_none() && !initial_policy.secrets().is_empty() {
+                eprintln!(
+                    "flowlink-proxy: no secrets arrived from the control plane (waited up to {} s) and none are cached; `{service}` starts without them",
+                    secrets_wait.as_secs()
+                );
+            }
+        }
+        let cfg = RelayConfig {
+            service,
+            command: args.server,
+            policy_file: args.policy,
+            initial_policy,
+            policy_source,
+            policy_feed,
+            server_status,
+            link: link.clone(),
+            labels: labels_from(&args.labels),
+            max_message_bytes: args.max_message_bytes,
+            shutdown_grace: Duration::from_millis(args.shutdown_grace_ms),
+            max_restarts_per_minute: args.max_restarts_per_minute,
+            approval_hold: Duration::from_secs(args.approval_hold_secs),
+            policy_poll_interval: Duration::from_millis(500),
+            store,
+            pins: Some(pins),
+            secrets: hub.clone(),
+            secrets_wait: if secrets_wait.is_zero() {
+                Duration::from_secs(10)
+            } else {
+                secrets_wait
+            },
+        };
         let (input, output) = relay::stdio::client_stdio();
-        relay::run(cfg, input, output).await
+        let code = relay::run(cfg, input, output).await;
+        if let Some(link) = link
+            && link.is_connected()
+        {
+            // Ship what the session recorded before going (bounded); when offline there is
+            // nothing to wait for: the outbox keeps it for the next run.
+            link.shutdown(Duration::from_millis(1500)).await;
+        }
+        code
     });
     // Reader tasks may still be parked on a blocking stdin read; do not wait for them.
     rt.shutdown_timeout(Duration::from_millis(100));
@@ -311,6 +510,111 @@ fn run_command(args: RunArgs) -> Result<i32> {
             Ok(127)
         }
     }
+}
+
+/// The cached bundle of `service`, verified with the enrolled key, or `None` (said on stderr).
+fn cached_bundle(
+    data_dir: &Path,
+    cred: &link::Credential,
+    service: &str,
+) -> Option<link::bundle::VerifiedBundle> {
+    let cached = match link::state::LinkState::open(data_dir).and_then(|s| s.bundle(service)) {
+        Ok(Some(c)) => c,
+        Ok(None) => {
+            eprintln!(
+                "flowlink-proxy: no policy from the control plane is cached for `{service}` yet; tool calls are refused until it arrives"
+            );
+            return None;
+        }
+        Err(e) => {
+            eprintln!(
+                "flowlink-proxy: cannot read the cached policy ({e}); tool calls are refused until the control plane sends one"
+            );
+            return None;
+        }
+    };
+    match link::bundle::verify(&cached.signed, cred, service, None) {
+        Ok(v) => {
+            tracing::info!(
+                "deciding with cached policy bundle {} ({})",
+                link::bundle::short(&v.id),
+                v.layers()
+            );
+            Some(v)
+        }
+        Err(e) => {
+            eprintln!(
+                "flowlink-proxy: the cached policy bundle is refused ({e}); tool calls are refused until the control plane sends one"
+            );
+            None
+        }
+    }
+}
+
+fn enroll_command(a: EnrollArgs) -> Result<i32> {
+    let data_dir = data_dir_or_default(a.data_dir)?;
+    let opts = EnrollOptions {
+        server: a.server,
+        token: a.token,
+        name: a.name,
+        labels: a.labels.into_iter().collect(),
+        ca_file: a.ca_file,
+        allow_insecure: a.allow_insecure_ws,
+        force: a.force,
+        data_dir,
+    };
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    let done = rt.block_on(link::enroll(opts))?;
+    let c = &done.credential;
+    println!(
+        "enrolled: device {} (\"{}\") in organisation {} ({}) at {}",
+        c.device_id,
+        c.device_name,
+        if c.org_slug.is_empty() {
+            "-"
+        } else {
+            &c.org_slug
+        },
+        c.org_id,
+        c.server_url
+    );
+    match (&done.saved.keyring, &done.saved.file) {
+        (Ok(()), Ok(path)) => println!(
+            "credential stored in the OS keyring and in {} (encrypted)",
+            path.display()
+        ),
+        (Err(why), Ok(path)) => println!(
+            "credential stored in {} (encrypted); the OS keyring is not available here ({why})",
+            path.display()
+        ),
+        (Ok(()), Err(why)) => eprintln!(
+            "flowlink-proxy: warning: the credential is only in the OS keyring, which does not survive a reboot: the encrypted file could not be written ({why})"
+        ),
+        (Err(_), Err(_)) => {}
+    }
+    if done.saved.file.is_ok() && !done.saved.machine_bound {
+        eprintln!(
+            "flowlink-proxy: warning: this machine has no /etc/machine-id, so the encrypted credential file is bound to the user id only; protect it like an SSH private key"
+        );
+    }
+    println!(
+        "every `flowlink-proxy -- <server>` on this device now links to the control plane and takes its policy from there"
+    );
+    Ok(0)
+}
+
+fn status_command(a: StatusArgs) -> Result<i32> {
+    let data_dir = data_dir_or_default(a.data_dir)?;
+    let report = link::status::report(&data_dir)?;
+    if a.json {
+        println!("{}", link::status::render_json(&report));
+    } else {
+        print!("{}", link::status::render_text(&report));
+    }
+    Ok(0)
 }
 
 fn policy_command(cmd: PolicyCommand) -> Result<i32> {

@@ -68,3 +68,18 @@ flowlink_install_test_tools() {
     export FLOWLINK_E2E_NODE_MODULES="$FLOWLINK_ROOT/tests/node_modules"
     export FLOWLINK_E2E_PYTHON="$FLOWLINK_ROOT/tests/.venv/bin/python"
 }
+
+# Fails unless the PostgreSQL server of URL accepts connections (pg_isready when present, else a
+# TCP probe of its host and port).
+flowlink_check_postgres() {
+    local url="$1" rest hostport host port
+    rest="${url#*://}"; rest="${rest#*@}"; hostport="${rest%%/*}"
+    host="${hostport%:*}"; port="${hostport##*:}"
+    [ "$host" = "$hostport" ] && port=5432
+    if command -v pg_isready >/dev/null 2>&1; then
+        pg_isready -q -h "$host" -p "$port" -t 10 ||
+            flowlink_die "PostgreSQL at $host:$port (FLOWLINK_TEST_POSTGRES_URL) does not accept connections; start it (e.g. pg_ctlcluster --skip-systemctl-redirect \$(ls /etc/postgresql) main start)"
+    elif ! (exec 3<>"/dev/tcp/$host/$port") 2>/dev/null; then
+        flowlink_die "PostgreSQL at $host:$port (FLOWLINK_TEST_POSTGRES_URL) is unreachable"
+    fi
+}

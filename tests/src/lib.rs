@@ -11,6 +11,15 @@
 //! - `FLOWLINK_E2E_NODE_MODULES`: the npm tools (default `tests/node_modules`).
 //! - `FLOWLINK_PROXY_BIN`: the proxy binary; when unset it is built once with `cargo build -p flowlink-proxy`
 //!   into `$CARGO_TARGET_DIR` (default `<workspace>/target`).
+//! - `FLOWLINK_CONTROL_BIN`: the control plane binary, found the same way (`cargo build -p flowlink-control`).
+//! - The web UI tests (`tests/ui.rs`, [`browser`]) need Debian's `/usr/bin/chromium` and
+//!   `/usr/bin/chromedriver` (packages `chromium`, `chromium-driver`); they fail without them.
+//! - `FLOWLINK_TEST_POSTGRES_URL`: PostgreSQL for the link tests that need it (they fail, not skip,
+//!   without it).
+
+pub mod browser;
+pub mod link;
+pub mod raw_mcp;
 
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -58,39 +67,42 @@ fn env_path(var: &str) -> Option<PathBuf> {
 /// The `flowlink-proxy` binary: `$FLOWLINK_PROXY_BIN`, or built (once per test process).
 pub fn proxy_bin() -> PathBuf {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
-    BIN.get_or_init(|| {
-        if let Some(bin) = env_path("FLOWLINK_PROXY_BIN") {
-            assert!(
-                bin.is_file(),
-                "FLOWLINK_PROXY_BIN={} does not exist (run `cargo build -p flowlink-proxy`)",
-                bin.display()
-            );
-            return bin;
-        }
-        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-        let out = Command::new(cargo)
-            .args([
-                "build",
-                "--quiet",
-                "-p",
-                "flowlink-proxy",
-                "--bin",
-                "flowlink-proxy",
-            ])
-            .current_dir(workspace_root())
-            .stdin(Stdio::null())
-            .output()
-            .expect("run cargo build -p flowlink-proxy");
+    BIN.get_or_init(|| workspace_bin("FLOWLINK_PROXY_BIN", "flowlink-proxy"))
+        .clone()
+}
+
+/// The `flowlink-control` binary: `$FLOWLINK_CONTROL_BIN`, or built (once per test process).
+pub fn control_bin() -> PathBuf {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| workspace_bin("FLOWLINK_CONTROL_BIN", "flowlink-control"))
+        .clone()
+}
+
+/// `$VAR` when set (it must exist), else `cargo build -p NAME --bin NAME`.
+fn workspace_bin(var: &str, name: &str) -> PathBuf {
+    if let Some(bin) = env_path(var) {
         assert!(
-            out.status.success(),
-            "cargo build -p flowlink-proxy failed:\n{}",
-            String::from_utf8_lossy(&out.stderr)
+            bin.is_file(),
+            "{var}={} does not exist (run `cargo build -p {name}`)",
+            bin.display()
         );
-        let bin = target_dir().join("debug").join("flowlink-proxy");
-        assert!(bin.is_file(), "{} missing after cargo build", bin.display());
-        bin
-    })
-    .clone()
+        return bin;
+    }
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let out = Command::new(cargo)
+        .args(["build", "--quiet", "-p", name, "--bin", name])
+        .current_dir(workspace_root())
+        .stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("run cargo build -p {name}: {e}"));
+    assert!(
+        out.status.success(),
+        "cargo build -p {name} failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let bin = target_dir().join("debug").join(name);
+    assert!(bin.is_file(), "{} missing after cargo build", bin.display());
+    bin
 }
 
 const INSTALL_HINT: &str = "run `scripts/test` once (it installs the pinned e2e tools into tests/node_modules and tests/.venv)";

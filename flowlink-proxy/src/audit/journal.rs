@@ -243,9 +243,23 @@ fn replay_segment(
     let tx = conn
         .transaction_with_behavior(TransactionBehavior::Immediate)
         .map_err(write_err)?;
+    let armed = schema::outbox_armed(&tx).map_err(write_err)?;
     let mut inserted = 0;
     for rec in &records {
-        inserted += schema::insert_call(&tx, rec).map_err(write_err)?;
+        let n = schema::insert_call(&tx, rec).map_err(write_err)?;
+        if n > 0 && armed {
+            // Never ingested by its process, so never queued either.
+            schema::enqueue(
+                &tx,
+                &rec.id,
+                schema::KIND_TOOL_CALL,
+                &rec.id,
+                rec.received_at_us,
+                None,
+            )
+            .map_err(write_err)?;
+        }
+        inserted += n;
     }
     tx.commit().map_err(write_err)?;
     match std::fs::remove_file(path) {

@@ -74,6 +74,16 @@
 //! SQLite's `PRAGMA user_version`; migrations only move forward, and a database from a newer FlowLink
 //! is refused rather than altered.
 //!
+//! # The outbox (enrolled proxies)
+//!
+//! [`AuditStore::open_with_outbox`] also queues every record and update as an event for the
+//! control plane, in the `outbox` table, in the same transaction as the audit row (see
+//! [`outbox`]). The journal stays the only thing on the hot path, so the guarantee above extends
+//! to shipping: a call confirmed by `record_call` reaches the outbox even if the process is killed
+//! before SQLite ingests it (recovery queues what it replays). Events are deleted only when the
+//! control plane acknowledged them ([`AuditStore::outbox_ack`]); the bound and what happens at it
+//! are [`OutboxConfig`] and [`WhenFull`].
+//!
 //! # Reading
 //!
 //! [`query_calls`] opens its own read-only connection, so `flowlink-proxy audit` can read while
@@ -81,6 +91,7 @@
 
 mod error;
 mod journal;
+pub mod outbox;
 mod query;
 mod render;
 mod schema;
@@ -91,6 +102,7 @@ mod tests;
 
 pub use error::AuditError;
 pub use journal::{JOURNAL_DIR_NAME, recover};
+pub use outbox::{OutboxConfig, OutboxEvent, OutboxReader, WhenFull};
 pub use query::{AuditQuery, parse_since, query_calls};
 pub use render::{render_json_lines, render_table};
 pub use store::{AuditStore, DB_FILE_NAME, default_data_dir, now_us};

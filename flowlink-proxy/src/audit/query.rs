@@ -59,7 +59,13 @@ pub fn query_calls(db_path: &Path, q: &AuditQuery) -> Result<Vec<ToolCallRecord>
         return Ok(Vec::new());
     }
 
-    let mut sql = format!("SELECT {CALL_COLUMNS} FROM tool_calls WHERE 1");
+    let columns = if version < 3 {
+        // Written before the policy source was recorded; a read-only reader cannot migrate.
+        CALL_COLUMNS.replace("policy_source, policy_bundle", "NULL, NULL")
+    } else {
+        CALL_COLUMNS.to_owned()
+    };
+    let mut sql = format!("SELECT {columns} FROM tool_calls WHERE 1");
     let mut args: Vec<SqlValue> = Vec::new();
     if let Some(since) = q.since_us {
         args.push(SqlValue::Integer(since));

@@ -2,7 +2,7 @@
 
 use std::path::Path;
 
-use flowlink_proto::audit::{Outcome, ToolCallRecord, Verdict};
+use flowlink_proto::audit::{Outcome, PolicySource, SessionRecord, ToolCallRecord, Verdict};
 use rusqlite::{Connection, Row, TransactionBehavior, params};
 
 use super::AuditError;
@@ -61,6 +61,35 @@ const MIGRATIONS: &[&str] = &[
     ALTER TABLE tool_calls ADD COLUMN risk INTEGER;
     ALTER TABLE tool_calls ADD COLUMN findings TEXT NOT NULL DEFAULT '[]';  -- JSON array
     "#,
+    // Version 3: which policy decided, and the outbox of events for the control plane.
+    r#"
+    ALTER TABLE tool_calls ADD COLUMN policy_source TEXT;
+    ALTER TABLE tool_calls ADD COLUMN policy_bundle TEXT;
+
+    -- Events waiting for the control plane's acknowledgement. Filled by the writer thread in the
+    -- transaction that writes the audit row; a row is deleted only once the control plane has
+    -- acknowledged its event id. `seq` is never reused (AUTOINCREMENT), so a shipper can read
+    -- "everything after the last row it sent".
+    CREATE TABLE outbox (
+        seq            INTEGER PRIMARY KEY AUTOINCREMENT,
+        event_id       TEXT    NOT NULL UNIQUE,  -- the control plane deduplicates by it
+        kind           TEXT    NOT NULL,         -- tool_call | session | outbox_overflow
+        ref_id         TEXT    NOT NULL,         -- the call or session the event is about
+        occurred_at_us INTEGER NOT NULL,
+        record         TEXT                      -- JSON, for kinds not read from another table
+    );
+    CREATE INDEX outbox_ref ON outbox (ref_id);
+    -- The outbox's depth, kept exact by triggers so reading it costs one row.
+    CREATE TABLE outbox_count (n INTEGER NOT NULL);
+    INSERT INTO outbox_count (n) VALUES (0);
+    CREATE TRIGGER outbox_counted_in AFTER INSERT ON outbox
+        BEGIN UPDATE outbox_count SET n = n + 1; END;
+    CREATE TRIGGER outbox_counted_out AFTER DELETE ON outbox
+        BEGIN UPDATE outbox_count SET n = n - 1; END;
+    -- armed: an enrolled proxy uses this database (recovery then queues what it replays);
+    -- pending_dropped / first_dropped_at_us / last_overflow_at_us: the drop_oldest bookkeeping.
+    CREATE TABLE outbox_meta (key TEXT NOT NULL PRIMARY KEY, value INTEGER NOT NULL);
+    "#,
 ];
 
 /// The schema version this build writes.
@@ -111,7 +140,7 @@ pub(crate) fn migrate(conn: &mut Connection, path: &Path) -> Result<(), AuditErr
 /// The columns of `tool_calls`, in the order [`call_from_row`] reads them.
 pub(crate) const CALL_COLUMNS: &str = "id, schema, session_id, received_at_us, decided_at_us, agent, \
      service, tool, arguments, verdict, action, rule_id, reason, outcome, finished_at_us, \
-     duration_us, error, risk, findings";
+     duration_us, error, risk, findings, policy_source, policy_bundle";
 
 /// A row read as stored, before the text columns are checked.
 pub(crate) struct RawCall {
@@ -134,6 +163,8 @@ pub(crate) struct RawCall {
     error: Option<String>,
     risk: Option<i64>,
     findings: String,
+    policy_source: Option<String>,
+    policy_bundle: Option<String>,
 }
 
 /// Reads one row selected with [`CALL_COLUMNS`].
@@ -158,6 +189,8 @@ pub(crate) fn raw_call(row: &Row<'_>) -> rusqlite::Result<RawCall> {
         error: row.get(16)?,
         risk: row.get(17)?,
         findings: row.get(18)?,
+        policy_source: row.get(19)?,
+        policy_bundle: row.get(20)?,
     })
 }
 
@@ -180,6 +213,13 @@ impl RawCall {
             .map_err(|e| bad(&self.id, format!("arguments are not JSON: {e}")))?;
         let findings = serde_json::from_str(&self.findings)
             .map_err(|e| bad(&self.id, format!("findings are not valid: {e}")))?;
+        let policy_source = match self.policy_source.as_deref() {
+            None => None,
+            Some(s) => Some(
+                PolicySource::parse(s)
+                    .ok_or_else(|| bad(&self.id, format!("unknown policy source `{s}`")))?,
+            ),
+        };
         let risk = match self.risk {
             None => None,
             Some(r) => Some(u8::try_from(r).map_err(|_| bad(&self.id, format!("risk {r}")))?),
@@ -204,6 +244,8 @@ impl RawCall {
             error: self.error,
             risk,
             findings,
+            policy_source,
+            policy_bundle: self.policy_bundle,
         })
     }
 }
@@ -218,9 +260,9 @@ pub(crate) fn insert_call(conn: &Connection, r: &ToolCallRecord) -> rusqlite::Re
     conn.prepare_cached(
         "INSERT INTO tool_calls (id, schema, session_id, received_at_us, decided_at_us, \
          agent, service, tool, arguments, verdict, action, rule_id, reason, outcome, \
-         finished_at_us, duration_us, error, risk, findings) \
+         finished_at_us, duration_us, error, risk, findings, policy_source, policy_bundle) \
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, \
-         ?18, ?19) \
+         ?18, ?19, ?20, ?21) \
          ON CONFLICT (id) DO NOTHING",
     )?
     .execute(params![
@@ -243,5 +285,119 @@ pub(crate) fn insert_call(conn: &Connection, r: &ToolCallRecord) -> rusqlite::Re
         r.error,
         r.risk,
         findings,
+        r.policy_source.map(PolicySource::as_str),
+        r.policy_bundle,
     ])
+}
+
+/// Event kinds in the outbox.
+pub(crate) const KIND_TOOL_CALL: &str = "tool_call";
+pub(crate) const KIND_SESSION: &str = "session";
+pub(crate) const KIND_OVERFLOW: &str = "outbox_overflow";
+
+/// Whether an enrolled proxy has used this database (then replayed calls are queued too).
+pub(crate) fn outbox_armed(conn: &Connection) -> rusqlite::Result<bool> {
+    Ok(meta_get(conn, "armed")? == Some(1))
+}
+
+/// Reads an `outbox_meta` value.
+pub(crate) fn meta_get(conn: &Connection, key: &str) -> rusqlite::Result<Option<i64>> {
+    use rusqlite::OptionalExtension;
+    conn.prepare_cached("SELECT value FROM outbox_meta WHERE key = ?1")?
+        .query_row(params![key], |r| r.get(0))
+        .optional()
+}
+
+/// Sets an `outbox_meta` value.
+pub(crate) fn meta_set(conn: &Connection, key: &str, value: i64) -> rusqlite::Result<()> {
+    conn.prepare_cached(
+        "INSERT INTO outbox_meta (key, value) VALUES (?1, ?2) \
+         ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+    )?
+    .execute(params![key, value])?;
+    Ok(())
+}
+
+/// Queues one event for the control plane.
+pub(crate) fn enqueue(
+    conn: &Connection,
+    event_id: &str,
+    kind: &str,
+    ref_id: &str,
+    occurred_at_us: i64,
+    record: Option<&str>,
+) -> rusqlite::Result<()> {
+    conn.prepare_cached(
+        "INSERT INTO outbox (event_id, kind, ref_id, occurred_at_us, record) \
+         VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT (event_id) DO NOTHING",
+    )?
+    .execute(params![event_id, kind, ref_id, occurred_at_us, record])?;
+    Ok(())
+}
+
+/// Queues a later snapshot of a call or session: a new event id, and older snapshots of the same
+/// call or session that are still queued are dropped (the newest carries everything they did).
+/// The event with the call's own id (its first record) is kept.
+pub(crate) fn enqueue_update(
+    conn: &Connection,
+    kind: &str,
+    ref_id: &str,
+    occurred_at_us: i64,
+) -> rusqlite::Result<()> {
+    conn.prepare_cached("DELETE FROM outbox WHERE ref_id = ?1 AND kind = ?2 AND event_id != ?1")?
+        .execute(params![ref_id, kind])?;
+    enqueue(
+        conn,
+        &uuid::Uuid::now_v7().to_string(),
+        kind,
+        ref_id,
+        occurred_at_us,
+        None,
+    )
+}
+
+/// The outbox's depth.
+pub(crate) fn outbox_depth(conn: &Connection) -> rusqlite::Result<u64> {
+    let n: i64 = conn
+        .prepare_cached("SELECT n FROM outbox_count")?
+        .query_row([], |r| r.get(0))?;
+    Ok(u64::try_from(n).unwrap_or(0))
+}
+
+/// The columns of `sessions`, in the order [`session_from_row`] reads them.
+pub(crate) const SESSION_COLUMNS: &str = "id, schema, service, command, started_at_us, \
+     ended_at_us, client_name, client_version, server_name, server_version, protocol_version, \
+     client_capabilities, server_capabilities, restarts, last_exit";
+
+/// Reads one row selected with [`SESSION_COLUMNS`]; `None` when a JSON column is damaged.
+pub(crate) fn session_from_row(row: &Row<'_>) -> rusqlite::Result<Option<SessionRecord>> {
+    let command: String = row.get(3)?;
+    let client_capabilities: String = row.get(11)?;
+    let server_capabilities: String = row.get(12)?;
+    let schema: i64 = row.get(1)?;
+    let restarts: i64 = row.get(13)?;
+    let (Ok(command), Ok(client_capabilities), Ok(server_capabilities)) = (
+        serde_json::from_str(&command),
+        serde_json::from_str(&client_capabilities),
+        serde_json::from_str(&server_capabilities),
+    ) else {
+        return Ok(None);
+    };
+    Ok(Some(SessionRecord {
+        schema: u32::try_from(schema).unwrap_or(0),
+        id: row.get(0)?,
+        service: row.get(2)?,
+        command,
+        started_at_us: row.get(4)?,
+        ended_at_us: row.get(5)?,
+        client_name: row.get(6)?,
+        client_version: row.get(7)?,
+        server_name: row.get(8)?,
+        server_version: row.get(9)?,
+        protocol_version: row.get(10)?,
+        client_capabilities,
+        server_capabilities,
+        restarts: u32::try_from(restarts).unwrap_or(0),
+        last_exit: row.get(14)?,
+    }))
 }

@@ -4,7 +4,7 @@ use std::fs::{DirBuilder, OpenOptions};
 use std::io::Write;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Receiver, Sender, SyncSender, TryRecvError};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
@@ -16,6 +16,7 @@ use tokio::sync::oneshot;
 
 use super::AuditError;
 use super::journal::{self, JOURNAL_DIR_NAME, SEGMENT_LIMIT, Segment};
+use super::outbox::{self, OutboxConfig, WhenFull};
 use super::schema;
 
 /// The database file's name inside the data directory.
@@ -66,6 +67,10 @@ struct Inner {
     journal: Mutex<Appender>,
     db_path: PathBuf,
     writer: Option<JoinHandle<()>>,
+    /// The outbox's bound, when the proxy is enrolled.
+    outbox: Option<OutboxConfig>,
+    /// The outbox's depth as last seen (by the writer after each commit, or by the link).
+    outbox_depth: Arc<AtomicU64>,
 }
 
 /// The journal side of the store: this process's live segment.
@@ -104,6 +109,8 @@ enum Command {
     /// all committed; keep it (for recovery) if any of them failed. Holds the segment's lock until
     /// then.
     SegmentDone(Box<Segment>),
+    /// The control plane acknowledged these outbox events: delete them.
+    OutboxAck(Vec<String>),
 }
 
 /// A [`SessionRecord`] with its JSON already encoded.
@@ -123,6 +130,8 @@ pub(crate) struct Options {
     pub(crate) segment_limit: Option<u64>,
     /// While set, the writer ingests nothing (it waits before each batch).
     pub(crate) hold_ingest: Option<Arc<AtomicBool>>,
+    /// Queue events for the control plane (an enrolled proxy).
+    pub(crate) outbox: Option<OutboxConfig>,
 }
 
 impl AuditStore {
@@ -132,6 +141,21 @@ impl AuditStore {
     /// process's own segment and the writer thread.
     pub fn open(data_dir: &Path) -> Result<AuditStore, AuditError> {
         Self::open_inner(data_dir, Options::default())
+    }
+
+    /// [`AuditStore::open`] for an enrolled proxy: every record and update also queues an event
+    /// in the outbox (see [`super::outbox`]), bounded by `outbox`.
+    pub fn open_with_outbox(
+        data_dir: &Path,
+        outbox: OutboxConfig,
+    ) -> Result<AuditStore, AuditError> {
+        Self::open_inner(
+            data_dir,
+            Options {
+                outbox: Some(outbox),
+                ..Options::default()
+            },
+        )
     }
 
     /// [`AuditStore::open`] with test knobs.
@@ -152,6 +176,21 @@ impl AuditStore {
                     path: db_path.clone(),
                     source,
                 })?;
+        }
+
+        let outbox_depth = Arc::new(AtomicU64::new(0));
+        if options.outbox.is_some() {
+            let setup =
+                schema::meta_set(&conn, "armed", 1).and_then(|()| schema::outbox_depth(&conn));
+            match setup {
+                Ok(n) => outbox_depth.store(n, Ordering::Relaxed),
+                Err(source) => {
+                    return Err(AuditError::Open {
+                        path: db_path.clone(),
+                        source,
+                    });
+                }
+            }
         }
 
         let journal_dir = data_dir.join(JOURNAL_DIR_NAME);
@@ -178,6 +217,9 @@ impl AuditStore {
             checkpoint: spawn_checkpointer(&db_path)?,
             last_backlog_warning: None,
             hold: options.hold_ingest,
+            outbox: options.outbox,
+            outbox_depth: Arc::clone(&outbox_depth),
+            drops_pending: false,
         };
         let writer = std::thread::Builder::new()
             .name("flowlink-audit-writer".into())
@@ -199,6 +241,8 @@ impl AuditStore {
                 }),
                 db_path,
                 writer: Some(writer),
+                outbox: options.outbox,
+                outbox_depth,
             }),
         })
     }
@@ -291,6 +335,39 @@ impl AuditStore {
     /// The database file.
     pub fn db_path(&self) -> &Path {
         &self.inner.db_path
+    }
+
+    /// The outbox's bound, when this store queues events for the control plane.
+    pub fn outbox_config(&self) -> Option<OutboxConfig> {
+        self.inner.outbox
+    }
+
+    /// Events waiting for the control plane, as last seen.
+    pub fn outbox_depth(&self) -> u64 {
+        self.inner.outbox_depth.load(Ordering::Relaxed)
+    }
+
+    /// Records a fresher reading of the outbox's depth (the link reads it after acknowledgements;
+    /// other proxies sharing the database change it too).
+    pub fn note_outbox_depth(&self, depth: u64) {
+        self.inner.outbox_depth.store(depth, Ordering::Relaxed);
+    }
+
+    /// Whether new tool calls must be refused: the outbox is at its bound and its rule is
+    /// [`WhenFull::Block`].
+    pub fn outbox_blocks(&self) -> bool {
+        self.inner
+            .outbox
+            .is_some_and(|c| c.when_full == WhenFull::Block && self.outbox_depth() >= c.max_events)
+    }
+
+    /// The control plane acknowledged these events: the writer deletes them from the outbox.
+    /// Does not wait; [`AuditStore::flush`] does.
+    pub fn outbox_ack(&self, ids: Vec<String>) {
+        if ids.is_empty() || self.inner.outbox.is_none() {
+            return;
+        }
+        self.inner.send_or_log(Command::OutboxAck(ids));
     }
 
     /// The live journal segment's path.
@@ -648,16 +725,34 @@ struct Writer {
     last_backlog_warning: Option<Instant>,
     /// Tests: while set, ingest nothing.
     hold: Option<Arc<AtomicBool>>,
+    /// Queue outbox events (an enrolled proxy), bounded so.
+    outbox: Option<OutboxConfig>,
+    /// Shared with the handles: the depth after the last commit.
+    outbox_depth: Arc<AtomicU64>,
+    /// Events were dropped and not reported yet: wake up to write the overflow record.
+    drops_pending: bool,
 }
 
 impl Writer {
     fn run(mut self, rx: Receiver<Command>) {
         let mut batch = Vec::new();
         loop {
-            let first = match rx.recv() {
-                Ok(cmd) => cmd,
-                // Every handle is gone and the queue is empty: done.
-                Err(_) => break,
+            let first = if self.drops_pending {
+                match rx.recv_timeout(Duration::from_secs(1)) {
+                    Ok(cmd) => cmd,
+                    Err(mpsc::RecvTimeoutError::Timeout) => {
+                        // Nothing to write, but an overflow record is due.
+                        self.process(&mut batch);
+                        continue;
+                    }
+                    Err(mpsc::RecvTimeoutError::Disconnected) => break,
+                }
+            } else {
+                match rx.recv() {
+                    Ok(cmd) => cmd,
+                    // Every handle is gone and the queue is empty: done.
+                    Err(_) => break,
+                }
             };
             if let Some(hold) = &self.hold {
                 while hold.load(Ordering::Acquire) {
@@ -701,7 +796,9 @@ impl Writer {
 
     /// Writes a batch, then settles each command in order (after the commit).
     fn process(&mut self, batch: &mut Vec<Command>) {
-        let results = match write_batch(&mut self.conn, batch) {
+        let outbox = self.outbox;
+        let mut drops_pending = self.drops_pending;
+        let results = match write_batch(&mut self.conn, batch, outbox, &mut drops_pending) {
             Ok(results) => results,
             Err(failure) => {
                 // The batch as a whole failed. Retry each command alone, so one bad command costs
@@ -714,15 +811,27 @@ impl Writer {
                 );
                 batch
                     .iter()
-                    .map(
-                        |cmd| match write_batch(&mut self.conn, std::slice::from_ref(cmd)) {
+                    .map(|cmd| {
+                        match write_batch(
+                            &mut self.conn,
+                            std::slice::from_ref(cmd),
+                            outbox,
+                            &mut drops_pending,
+                        ) {
                             Ok(mut r) => r.pop().unwrap_or(Ok(())),
                             Err(f) => Err(f),
-                        },
-                    )
+                        }
+                    })
                     .collect()
             }
         };
+        self.drops_pending = drops_pending;
+        if outbox.is_some() {
+            match schema::outbox_depth(&self.conn) {
+                Ok(n) => self.outbox_depth.store(n, Ordering::Relaxed),
+                Err(e) => tracing::warn!(error = %e, "cannot read the audit outbox's depth"),
+            }
+        }
         if results.iter().any(Result::is_ok) {
             // Full means a wake-up is already pending; disconnected means the checkpointer
             // stopped, and closing the connection at the end still checkpoints.
@@ -772,6 +881,11 @@ impl Writer {
             Command::Outcome { id, .. } | Command::Verdict { id, .. } => {
                 self.note_update(result, "call", &id)
             }
+            Command::OutboxAck(ids) => self.note_update(
+                result,
+                "outbox acknowledgement",
+                &format!("{} id(s)", ids.len()),
+            ),
             Command::Session(s) => self.note_update(result, "session", &s.rec.id),
         }
     }
@@ -818,6 +932,8 @@ impl Writer {
 fn write_batch(
     conn: &mut Connection,
     cmds: &[Command],
+    outbox: Option<OutboxConfig>,
+    drops_pending: &mut bool,
 ) -> Result<Vec<Result<(), Failure>>, Failure> {
     if !conn.is_autocommit() {
         // A previous rollback did not go through; without this every later BEGIN would fail.
@@ -829,7 +945,7 @@ fn write_batch(
         .map_err(|e| Failure::from_sqlite(&e))?;
     let mut results = Vec::with_capacity(cmds.len());
     for cmd in cmds {
-        match apply(&tx, cmd) {
+        match apply(&tx, cmd, outbox.is_some()) {
             Ok(()) => results.push(Ok(())),
             Err(e) => {
                 // SQLITE_FULL, IOERR, NOMEM and BUSY may roll the whole transaction back; then
@@ -844,16 +960,37 @@ fn write_batch(
             }
         }
     }
-    tx.commit().map_err(|e| Failure::from_sqlite(&e))?;
+    if let Some(cfg) = &outbox {
+        let pending = outbox::make_room(&tx, cfg).map_err(|e| Failure::from_sqlite(&e))?;
+        tx.commit().map_err(|e| Failure::from_sqlite(&e))?;
+        *drops_pending = pending;
+    } else {
+        tx.commit().map_err(|e| Failure::from_sqlite(&e))?;
+    }
     Ok(results)
 }
 
 /// The SQL for one command.
-fn apply(conn: &Connection, cmd: &Command) -> rusqlite::Result<()> {
+fn apply(conn: &Connection, cmd: &Command, outbox: bool) -> rusqlite::Result<()> {
     match cmd {
         Command::Insert(rec) => {
             if schema::insert_call(conn, rec)? == 0 {
                 tracing::warn!(call = %rec.id, "a call with this id is already on record; the new record was ignored");
+            } else if outbox {
+                schema::enqueue(
+                    conn,
+                    &rec.id,
+                    schema::KIND_TOOL_CALL,
+                    &rec.id,
+                    rec.received_at_us,
+                    None,
+                )?;
+            }
+        }
+        Command::OutboxAck(ids) => {
+            let mut st = conn.prepare_cached("DELETE FROM outbox WHERE event_id = ?1")?;
+            for id in ids {
+                st.execute(params![id])?;
             }
         }
         Command::Outcome {
@@ -877,6 +1014,8 @@ fn apply(conn: &Connection, cmd: &Command) -> rusqlite::Result<()> {
                 ])?;
             if n == 0 {
                 tracing::warn!(call = %id, "outcome for a call that is not on record; ignored");
+            } else if outbox {
+                schema::enqueue_update(conn, schema::KIND_TOOL_CALL, id, *finished_at_us)?;
             }
         }
         Command::Verdict {
@@ -893,6 +1032,8 @@ fn apply(conn: &Connection, cmd: &Command) -> rusqlite::Result<()> {
                 .execute(params![id, verdict.as_str(), reason, decided_at_us])?;
             if n == 0 {
                 tracing::warn!(call = %id, "verdict for a call that is not on record; ignored");
+            } else if outbox {
+                schema::enqueue_update(conn, schema::KIND_TOOL_CALL, id, *decided_at_us)?;
             }
         }
         Command::Session(s) => {
@@ -929,6 +1070,9 @@ fn apply(conn: &Connection, cmd: &Command) -> rusqlite::Result<()> {
                 r.restarts,
                 r.last_exit,
             ])?;
+            if outbox {
+                schema::enqueue_update(conn, schema::KIND_SESSION, &r.id, now_us())?;
+            }
         }
         Command::Flush { .. } | Command::SegmentDone(_) => {}
     }

@@ -42,6 +42,8 @@ fn call(id: &str, received_at_us: i64, tool: &str) -> ToolCallRecord {
         finished_at_us: None,
         duration_us: None,
         error: None,
+        policy_source: Some(flowlink_proto::audit::PolicySource::BundleOffline),
+        policy_bundle: Some("5ee1f00d".to_owned()),
     }
 }
 
@@ -930,4 +932,172 @@ fn default_data_dir_is_named_flowlink() {
             "{d:?}"
         );
     }
+}
+
+// ---- the outbox ---------------------------------------------------------------------------------
+
+fn outbox_ids(data: &Path) -> Vec<(String, String)> {
+    let reader = OutboxReader::open(data).expect("reader");
+    reader
+        .batch(0, 10_000)
+        .expect("batch")
+        .into_iter()
+        .map(|e| (e.envelope.id, e.envelope.kind))
+        .collect()
+}
+
+#[tokio::test]
+async fn the_outbox_gets_every_record_and_loses_only_acknowledged_events() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = AuditStore::open_with_outbox(dir.path(), OutboxConfig::default()).expect("open");
+    let ids: Vec<String> = (0..3).map(|_| new_id()).collect();
+    for (i, id) in ids.iter().enumerate() {
+        store
+            .record_call(call(id, i as i64, "a"))
+            .await
+            .expect("record");
+    }
+    store.record_outcome(&ids[0], Outcome::Ok, 10, 5, None);
+    store.record_outcome(&ids[0], Outcome::Ok, 11, 6, None);
+    store.flush().await.expect("flush");
+    let queued = outbox_ids(dir.path());
+    // One event per call (its own id), and one later snapshot of the first call: the second
+    // outcome replaced the first snapshot while both were queued.
+    assert_eq!(queued.len(), 4, "{queued:?}");
+    for id in &ids {
+        assert!(queued.iter().any(|(e, k)| e == id && k == "tool_call"));
+    }
+    assert_eq!(store.outbox_depth(), 4);
+    // A snapshot carries the current row.
+    let reader = OutboxReader::open(dir.path()).expect("reader");
+    let batch = reader.batch(0, 10).expect("batch");
+    let snapshot = batch
+        .iter()
+        .find(|e| e.envelope.id != ids[0] && e.envelope.record["id"] == ids[0].as_str())
+        .expect("snapshot");
+    assert_eq!(snapshot.envelope.record["outcome"], "ok");
+    assert_eq!(snapshot.envelope.record["finished_at_us"], 11);
+    assert_eq!(snapshot.envelope.record["policy_source"], "bundle_offline");
+    // Batches page by seq.
+    let first_two = reader.batch(0, 2).expect("batch");
+    let rest = reader.batch(first_two[1].seq, 10).expect("batch");
+    assert_eq!(first_two.len() + rest.len(), 4);
+
+    store.outbox_ack(vec![ids[1].clone(), "unknown-id".into()]);
+    store.flush().await.expect("flush");
+    assert_eq!(store.outbox_depth(), 3);
+    assert!(!outbox_ids(dir.path()).iter().any(|(e, _)| e == &ids[1]));
+    // The audit row itself stays.
+    assert_eq!(count_rows(store.db_path()), 3);
+}
+
+#[tokio::test]
+async fn recovery_queues_the_calls_of_a_killed_enrolled_proxy() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let hold = Arc::new(AtomicBool::new(true));
+    let store = AuditStore::open_with(
+        dir.path(),
+        Options {
+            hold_ingest: Some(Arc::clone(&hold)),
+            outbox: Some(OutboxConfig::default()),
+            ..Options::default()
+        },
+    )
+    .expect("open");
+    let id = new_id();
+    store.record_call(call(&id, 1, "a")).await.expect("record");
+    // The process "dies" before SQLite ingested the call.
+    store.abandon_segment().expect("abandon");
+    assert_eq!(recover(dir.path()).expect("recover"), 1);
+    assert_eq!(
+        outbox_ids(dir.path()),
+        vec![(id.clone(), "tool_call".into())]
+    );
+    hold.store(false, Ordering::Release);
+    store.flush().await.expect("flush");
+    // The writer's own copy of the call is ignored: no second event.
+    assert_eq!(outbox_ids(dir.path()).len(), 1);
+}
+
+#[tokio::test]
+async fn drop_oldest_keeps_the_bound_and_counts_what_it_dropped() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg = OutboxConfig {
+        max_events: 5,
+        when_full: WhenFull::DropOldest,
+    };
+    let store = AuditStore::open_with_outbox(dir.path(), cfg).expect("open");
+    for i in 0..12 {
+        store
+            .record_call(call(&new_id(), i, "a"))
+            .await
+            .expect("record");
+        store.flush().await.expect("flush");
+    }
+    assert!(store.outbox_depth() <= 5, "{}", store.outbox_depth());
+    assert!(!store.outbox_blocks(), "drop-oldest never blocks");
+    let reader = OutboxReader::open(dir.path()).expect("reader");
+    // Within a second at most one overflow record is written; wait for the rest to be counted.
+    tokio::time::sleep(std::time::Duration::from_millis(1200)).await;
+    store
+        .record_call(call(&new_id(), 99, "a"))
+        .await
+        .expect("record");
+    store.flush().await.expect("flush");
+    let events = reader.batch(0, 100).expect("batch");
+    let dropped: u64 = events
+        .iter()
+        .filter(|e| e.envelope.kind == "outbox_overflow")
+        .map(|e| e.envelope.record["dropped"].as_u64().unwrap_or(0))
+        .sum();
+    let calls = events
+        .iter()
+        .filter(|e| e.envelope.kind == "tool_call")
+        .count() as u64;
+    // 13 calls in all: every one is either still queued or counted as dropped (a dropped
+    // overflow record's count moves into the next one).
+    let pending = {
+        let conn = rusqlite::Connection::open(store.db_path()).expect("open");
+        conn.query_row(
+            "SELECT COALESCE((SELECT value FROM outbox_meta WHERE key = 'pending_dropped'), 0)",
+            [],
+            |r| r.get::<_, i64>(0),
+        )
+        .expect("pending") as u64
+    };
+    assert_eq!(calls + dropped + pending, 13, "{events:?}");
+    assert!(dropped >= 1);
+}
+
+#[tokio::test]
+async fn block_refuses_at_the_bound_and_ack_makes_room() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg = OutboxConfig {
+        max_events: 2,
+        when_full: WhenFull::Block,
+    };
+    let store = AuditStore::open_with_outbox(dir.path(), cfg).expect("open");
+    let a = new_id();
+    store.record_call(call(&a, 1, "a")).await.expect("record");
+    store.flush().await.expect("flush");
+    assert!(!store.outbox_blocks());
+    store
+        .record_call(call(&new_id(), 2, "a"))
+        .await
+        .expect("record");
+    store.flush().await.expect("flush");
+    assert!(store.outbox_blocks());
+    store.outbox_ack(vec![a]);
+    store.flush().await.expect("flush");
+    assert!(!store.outbox_blocks());
+    // A store that is not enrolled never blocks and queues nothing.
+    let plain = tempfile::tempdir().expect("tempdir");
+    let store = AuditStore::open(plain.path()).expect("open");
+    store
+        .record_call(call(&new_id(), 1, "a"))
+        .await
+        .expect("record");
+    store.flush().await.expect("flush");
+    assert!(!store.outbox_blocks());
+    assert_eq!(store.outbox_depth(), 0);
 }

@@ -3,10 +3,12 @@
 //! Pure apart from the rate limiter's clock: the router turns a [`Plan`] into messages and audit
 //! records. Fail closed: arguments that cannot be read are refused, never forwarded.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use flowlink_policy::{Action, Labels, Policy, RateLimiter, ToolCall};
-use flowlink_proto::audit::{FindingRecord, Verdict};
+use flowlink_proto::audit::{FindingRecord, PolicySource, Verdict};
 use serde_json::{Value, json};
 
 /// The policy in force and the rate limiter built from it (rebuilt on every reload).
@@ -18,17 +20,92 @@ pub struct PolicyState {
     pub limiter: RateLimiter,
     /// Where it came from (a path or `built-in default`), for messages.
     pub origin: String,
+    /// Where it came from, for audit records.
+    pub source: PolicyOrigin,
+}
+
+/// Where the policy in force came from.
+#[derive(Debug, Clone)]
+pub enum PolicyOrigin {
+    /// A local policy file.
+    File,
+    /// The built-in default.
+    Builtin,
+    /// A signed bundle from the control plane.
+    Bundle {
+        /// The bundle's id (SHA-256 of its payload).
+        id: String,
+        /// Whether the link to the control plane is up right now (shared with the link): calls
+        /// decided while it is down are recorded as decided offline.
+        online: Arc<AtomicBool>,
+    },
+    /// An enrolled device with no policy from its control plane yet: everything is refused.
+    Missing,
 }
 
 impl PolicyState {
     /// Builds the state for a freshly loaded policy.
-    pub fn new(policy: Policy, origin: String) -> PolicyState {
+    pub fn new(policy: Policy, origin: String, source: PolicyOrigin) -> PolicyState {
         let limiter = RateLimiter::new(&policy);
         PolicyState {
             policy,
             limiter,
             origin,
+            source,
         }
+    }
+
+    /// What an audit record says about the policy that decides now.
+    pub fn record_source(&self) -> (PolicySource, Option<String>) {
+        match &self.source {
+            PolicyOrigin::File => (PolicySource::File, None),
+            PolicyOrigin::Builtin => (PolicySource::Builtin, None),
+            PolicyOrigin::Missing => (PolicySource::Missing, None),
+            PolicyOrigin::Bundle { id, online } => {
+                let source = if online.load(Ordering::Relaxed) {
+                    PolicySource::Bundle
+                } else {
+                    PolicySource::BundleOffline
+                };
+                (source, Some(id.clone()))
+            }
+        }
+    }
+}
+
+/// The policy of an enrolled device that has not received its policy from the control plane
+/// yet: every call is refused (fail closed) with a message saying why.
+pub fn missing_policy() -> Result<Policy, flowlink_policy::PolicyError> {
+    const TEXT: &str = r#"
+version = 1
+default_action = "block"
+hide_blocked_tools = false
+
+[[rules]]
+id = "flowlink-no-policy-yet"
+tool = "*"
+action = "block"
+message = "FlowLink refused this call: this device is enrolled with a control plane but has not received its organisation's policy yet, so no tool call can be decided (fail closed). Ask the user to check `flowlink-proxy status` and the connection to the control plane, then retry."
+"#;
+    Policy::from_toml(TEXT)
+}
+
+/// The decision for a call refused because the audit outbox is full (rule `block`).
+pub fn outbox_full(depth: u64, max_events: u64) -> Decided {
+    Decided {
+        plan: Plan::Unavailable {
+            message: format!(
+                "FlowLink refused this tool call: the audit outbox is full ({depth} events, bound {max_events}) because the control plane has been unreachable, and this device is set to block new calls rather than drop audit events. Nothing was run. Retry once `flowlink-proxy status` shows the control plane connected again."
+            ),
+        },
+        verdict: Verdict::Error,
+        action: "block",
+        rule_id: None,
+        reason: format!(
+            "audit outbox full ({depth} of {max_events} events waiting for the control plane); new calls are blocked"
+        ),
+        risk: None,
+        findings: Vec::new(),
     }
 }
 
@@ -48,6 +125,19 @@ pub enum Plan {
         retry_after: Duration,
         /// What the agent reads.
         message: String,
+    },
+    /// Answer with JSON-RPC error [`flowlink_proto::jsonrpc::DECISION_UNAVAILABLE`]: the call
+    /// cannot be taken now (the audit outbox is full).
+    Unavailable {
+        /// What the agent reads.
+        message: String,
+    },
+    /// Hold the call and ask the control plane's approvers (the link is up).
+    AskApprover {
+        /// Who, how many, how long.
+        spec: flowlink_policy::ApprovalSpec,
+        /// The rule's message, for the request.
+        message: Option<String>,
     },
     /// Ask the developer in the editor (MCP elicitation) and wait at most `timeout`.
     AskUser {
@@ -91,6 +181,8 @@ pub struct CallFacts<'a> {
     pub labels: &'a Labels,
     /// Whether the client can show a confirmation (form-mode elicitation).
     pub can_ask_user: bool,
+    /// Whether approvers can be asked now (enrolled, link up).
+    pub can_ask_approver: bool,
 }
 
 /// Decides one call.
@@ -155,6 +247,14 @@ pub fn decide(state: &PolicyState, facts: &CallFacts<'_>) -> Decided {
             },
             Verdict::Pending,
             format!("{}; asking the user in the editor", d.reason),
+        ),
+        Action::Approve if facts.can_ask_approver => (
+            Plan::AskApprover {
+                spec: d.approval.clone().unwrap_or_default(),
+                message: d.message.clone(),
+            },
+            Verdict::Pending,
+            format!("{}; asking an approver", d.reason),
         ),
         Action::Approve | Action::Confirm => {
             let why = if d.action == Action::Approve {
@@ -282,6 +382,56 @@ pub fn refusal_result(message: &str, protocol_version: Option<&str>) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_missing_policy_refuses_everything_with_a_reason() {
+        let state = PolicyState::new(
+            missing_policy().expect("parses"),
+            "none".into(),
+            PolicyOrigin::Missing,
+        );
+        let labels = Labels::new();
+        let d = decide(
+            &state,
+            &CallFacts {
+                agent: "a",
+                service: "s",
+                tool: "echo",
+                arguments: &json!({"message": "hi"}),
+                labels: &labels,
+                can_ask_user: true,
+                can_ask_approver: false,
+            },
+        );
+        assert_eq!(d.verdict, Verdict::Block);
+        assert!(
+            matches!(&d.plan, Plan::Refuse { message } if message.contains("has not received")),
+            "{d:?}"
+        );
+        assert_eq!(state.record_source(), (PolicySource::Missing, None));
+    }
+
+    #[test]
+    fn bundle_decisions_say_whether_the_link_was_up() {
+        let online = Arc::new(AtomicBool::new(false));
+        let state = PolicyState::new(
+            Policy::builtin_default(),
+            "bundle".into(),
+            PolicyOrigin::Bundle {
+                id: "b1".into(),
+                online: online.clone(),
+            },
+        );
+        assert_eq!(
+            state.record_source(),
+            (PolicySource::BundleOffline, Some("b1".into()))
+        );
+        online.store(true, Ordering::Relaxed);
+        assert_eq!(
+            state.record_source(),
+            (PolicySource::Bundle, Some("b1".into()))
+        );
+    }
 
     #[test]
     fn only_explicit_accept_with_approve_true_grants() {

@@ -14,6 +14,7 @@
 //! tasks, the child supervisor, timers and the policy watcher; writers are separate tasks fed
 //! by unbounded queues, so a slow peer never stops the other direction.
 
+pub mod approval;
 pub mod child;
 pub mod decide;
 pub mod framing;
@@ -22,12 +23,16 @@ mod router;
 pub mod stdio;
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use flowlink_policy::{Labels, Policy};
+use tokio::sync::mpsc::UnboundedReceiver;
 
 use crate::audit::AuditStore;
 
+pub use child::ServerStatus;
+pub use decide::{PolicyOrigin, PolicyState};
 pub use policy_watch::load_policy_file;
 pub use router::run;
 
@@ -39,8 +44,17 @@ pub struct RelayConfig {
     pub command: Vec<String>,
     /// The policy file to watch, or `None` for the built-in default.
     pub policy_file: Option<PathBuf>,
-    /// The policy loaded at start (from `policy_file`, or the built-in default).
+    /// The policy loaded at start (from `policy_file`, a cached bundle, or the built-in default).
     pub initial_policy: Policy,
+    /// Where `initial_policy` came from.
+    pub policy_source: PolicyOrigin,
+    /// Policies pushed by the control plane's link, verified and compiled: each replaces the
+    /// one in force, like an edited policy file.
+    pub policy_feed: Option<UnboundedReceiver<Arc<PolicyState>>>,
+    /// The wrapped server's health, shared with the link's heartbeats.
+    pub server_status: ServerStatus,
+    /// The link to the control plane, when the device is enrolled (approvals go through it).
+    pub link: Option<crate::link::LinkHandle>,
     /// Device and user labels that rules can match.
     pub labels: Labels,
     /// Longest accepted line, in bytes.
@@ -51,10 +65,18 @@ pub struct RelayConfig {
     pub max_restarts_per_minute: u32,
     /// How often the policy file is checked for changes.
     pub policy_poll_interval: Duration,
+    /// How long a call waiting for an approver is held when the client gave no progress token
+    /// (then the agent is told to issue the identical call again once approved).
+    pub approval_hold: Duration,
     /// The local audit store.
     pub store: AuditStore,
     /// Tool pins; `None` turns pinning off.
     pub pins: Option<crate::pins::PinStore>,
+    /// The device's secrets (enrolled devices); `None` for a standalone proxy, which can use
+    /// only Vault entries with a credential from its environment.
+    pub secrets: Option<Arc<crate::secrets::SecretsHub>>,
+    /// How long a Vault read at server start may take.
+    pub secrets_wait: Duration,
 }
 
 impl RelayConfig {

@@ -1,14 +1,15 @@
-//! Hot reload of the policy file: poll its metadata, re-read on change, keep the last good policy
-//! when the new text does not parse.
+//! Hot reload: of the policy file (poll its metadata, re-read on change, keep the last good policy
+//! when the new text does not parse), and of policies pushed by the control plane's link, which
+//! arrive compiled and verified through a feed and take the same path into the router.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use flowlink_policy::Policy;
-use tokio::sync::mpsc::UnboundedSender;
+use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender};
 
-use super::decide::PolicyState;
+use super::decide::{PolicyOrigin, PolicyState};
 use super::router::Event;
 
 /// Why a policy file could not be loaded.
@@ -85,7 +86,7 @@ pub(super) fn spawn(path: PathBuf, every: Duration, events: UnboundedSender<Even
             last_text = Some(text.clone());
             match Policy::from_toml(&text) {
                 Ok(p) => {
-                    let state = PolicyState::new(p, path.display().to_string());
+                    let state = PolicyState::new(p, path.display().to_string(), PolicyOrigin::File);
                     if events.send(Event::PolicyReloaded(Arc::new(state))).is_err() {
                         return;
                     }
@@ -96,6 +97,20 @@ pub(super) fn spawn(path: PathBuf, every: Duration, events: UnboundedSender<Even
                         path.display()
                     );
                 }
+            }
+        }
+    });
+}
+
+/// Forwards every policy the link delivers (verified and compiled) to the router, as a reload.
+pub(super) fn spawn_feed(
+    mut feed: UnboundedReceiver<Arc<PolicyState>>,
+    events: UnboundedSender<Event>,
+) {
+    tokio::spawn(async move {
+        while let Some(state) = feed.recv().await {
+            if events.send(Event::PolicyReloaded(state)).is_err() {
+                return;
             }
         }
     });

@@ -25,11 +25,15 @@ use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender, unbounded_channel};
 use tokio::sync::oneshot;
 
 use super::RelayConfig;
-use super::child::{self, ServerProcess, SpawnError};
+use super::approval::{self, CallForApproval, GrantKey, Grants};
+use super::child::{self, ServerProcess, SpawnEnv, SpawnError};
 use super::decide::shorten;
 use super::decide::{self, CallFacts, Plan, PolicyState};
 use super::framing::{Line, LineReader, sniff_id};
 use crate::audit::{AuditStore, now_us};
+use crate::link::ApprovalEvent;
+use crate::secrets::SecretsRuntime;
+use crate::secrets::runtime::{RedactorCell, report_redaction};
 use flowlink_policy::shield::guardrails;
 
 /// Why a relay session could not run.
@@ -67,6 +71,23 @@ pub(super) enum Event {
     ConfirmTimeout {
         downstream_id: u64,
     },
+    /// News about a call held for approvers.
+    Approval {
+        call_ref: String,
+        event: ApprovalEvent,
+    },
+    /// A held call without a progress token has been held long enough: tell the agent.
+    ApprovalHoldOver {
+        call_ref: String,
+    },
+    /// Time for a progress notification on a held call.
+    ApprovalTick {
+        call_ref: String,
+    },
+    /// The request's own timeout (plus slack) passed without any decision reaching us.
+    ApprovalDeadline {
+        call_ref: String,
+    },
     RestartDue,
     PolicyReloaded(Arc<PolicyState>),
     Signal(&'static str),
@@ -100,6 +121,57 @@ struct HeldCall {
     recorded: oneshot::Receiver<bool>,
 }
 
+/// A tool call waiting for the control plane's approvers.
+struct HeldApproval {
+    message: Message,
+    client_id: Id,
+    track: CallTrack,
+    recorded: Option<oneshot::Receiver<bool>>,
+    agent: String,
+    tool: String,
+    digest: String,
+    policy: Option<String>,
+    progress: Option<Value>,
+    ticks: u64,
+    request_id: Option<String>,
+    url: Option<String>,
+    asked: String,
+    timeout: Duration,
+    /// The agent was already told the call awaits approval (the hold ended).
+    answered: bool,
+    timers: Vec<tokio::task::AbortHandle>,
+}
+
+impl HeldApproval {
+    fn grant_key(&self) -> GrantKey<'_> {
+        GrantKey {
+            agent: &self.agent,
+            tool: &self.tool,
+            digest: &self.digest,
+            policy: self.policy.as_deref(),
+        }
+    }
+}
+
+impl Drop for HeldApproval {
+    fn drop(&mut self) {
+        for t in &self.timers {
+            t.abort();
+        }
+    }
+}
+
+/// What `tools_call` prepares for a call that asks approvers.
+struct PendingApproval {
+    request: flowlink_proto::link::ApprovalRequest,
+    policy: Option<String>,
+    asked: String,
+    timeout: Duration,
+    agent: String,
+    tool: String,
+    digest: String,
+}
+
 struct ServerLink {
     generation: u64,
     tx: UnboundedSender<Outgoing>,
@@ -128,6 +200,10 @@ struct Router {
     downstream: HashMap<u64, DownstreamOrigin>,
     downstream_by_server_id: HashMap<Id, u64>,
     held: HashMap<u64, HeldCall>,
+    /// Calls held for approvers, by call_ref.
+    approvals: HashMap<String, HeldApproval>,
+    /// Approvals that outlived their call: the identical call may pass.
+    grants: Grants,
 
     server: Option<ServerLink>,
     backlog: Vec<Outgoing>,
@@ -140,6 +216,10 @@ struct Router {
     /// Tools whose definition changed since pinned, or whose description tries to steer the
     /// model: hidden from `tools/list`, calls refused with the reason.
     quarantined: HashMap<String, String>,
+    /// Injection, placeholders and redaction.
+    secrets: SecretsRuntime,
+    /// Passes the current server process's stderr on.
+    stderr_task: Option<tokio::task::JoinHandle<()>>,
 }
 
 /// Where one frame's output goes; batches are re-assembled from it.
@@ -151,7 +231,7 @@ struct FrameOut {
 
 /// Runs one relay session until the client goes away (or a signal arrives) and the server has
 /// been stopped. Returns the exit code the proxy should exit with: the server's.
-pub async fn run<R, W>(cfg: RelayConfig, client_in: R, client_out: W) -> Result<i32, RelayError>
+pub async fn run<R, W>(mut cfg: RelayConfig, client_in: R, client_out: W) -> Result<i32, RelayError>
 where
     R: AsyncRead + Unpin + Send + 'static,
     W: AsyncWrite + Unpin + Send + 'static,
@@ -166,9 +246,13 @@ where
             || "built-in default".to_owned(),
             |p| p.display().to_string(),
         ),
+        cfg.policy_source.clone(),
     ));
     if let Some(path) = &cfg.policy_file {
         super::policy_watch::spawn(path.clone(), cfg.policy_poll_interval, events_tx.clone());
+    }
+    if let Some(feed) = cfg.policy_feed.take() {
+        super::policy_watch::spawn_feed(feed, events_tx.clone());
     }
     spawn_signal_listener(events_tx.clone());
 
@@ -210,6 +294,8 @@ where
         downstream: HashMap::new(),
         downstream_by_server_id: HashMap::new(),
         held: HashMap::new(),
+        approvals: HashMap::new(),
+        grants: Grants::default(),
         server: None,
         backlog: Vec::new(),
         generation: 0,
@@ -219,9 +305,14 @@ where
         last_status: None,
         client_writer: Some(client_writer),
         quarantined: HashMap::new(),
+        secrets: SecretsRuntime::new(cfg.secrets.clone(), &cfg.service, cfg.secrets_wait),
+        stderr_task: None,
         cfg,
     };
-    router.start_server()?;
+    if let Err(e) = router.start_server().await {
+        router.secrets.cleanup();
+        return Err(e.into());
+    }
     spawn_client_reader(client_in, router.cfg.max_message_bytes, events_tx);
     Ok(router.event_loop(events_rx).await)
 }
@@ -266,6 +357,58 @@ where
             }
         }
         let _ = out.flush().await;
+    })
+}
+
+/// The longest stderr line passed on in one piece; longer ones are passed on in pieces.
+const MAX_STDERR_LINE: u64 = 1024 * 1024;
+
+/// Passes the server's stderr on to the proxy's, line by line, with every value the session
+/// holds redacted. When the proxy's stderr is gone the lines are still read (and dropped), so
+/// the server never blocks on a full pipe.
+fn spawn_stderr_relay(
+    stderr: tokio::process::ChildStderr,
+    cell: RedactorCell,
+    service: String,
+) -> tokio::task::JoinHandle<()> {
+    use tokio::io::{AsyncBufReadExt, AsyncReadExt};
+    tokio::spawn(async move {
+        let mut reader = BufReader::with_capacity(64 * 1024, stderr);
+        let mut out = tokio::io::stderr();
+        let mut line = Vec::new();
+        let mut open = true;
+        loop {
+            line.clear();
+            match (&mut reader)
+                .take(MAX_STDERR_LINE)
+                .read_until(b'\n', &mut line)
+                .await
+            {
+                Ok(0) | Err(_) => break,
+                Ok(_) => {}
+            }
+            if !open {
+                continue;
+            }
+            let redactor = cell.get();
+            let written = if redactor.is_empty() {
+                out.write_all(&line).await
+            } else {
+                let text = String::from_utf8_lossy(&line);
+                let (clean, found) = redactor.redact_text(&text);
+                if found.is_empty() {
+                    out.write_all(&line).await
+                } else {
+                    let w = out.write_all(clean.as_bytes()).await;
+                    let _ = out.flush().await;
+                    report_redaction(&format!("the stderr of MCP server `{service}`"), &found);
+                    w
+                }
+            };
+            if written.is_err() || out.flush().await.is_err() {
+                open = false;
+            }
+        }
     })
 }
 
@@ -328,9 +471,13 @@ impl Router {
                     self.on_audit_failed(upstream_id, &error)
                 }
                 Event::ConfirmTimeout { downstream_id } => self.on_confirm_timeout(downstream_id),
+                Event::Approval { call_ref, event } => self.on_approval_event(&call_ref, event),
+                Event::ApprovalHoldOver { call_ref } => self.on_approval_hold_over(&call_ref),
+                Event::ApprovalTick { call_ref } => self.on_approval_tick(&call_ref),
+                Event::ApprovalDeadline { call_ref } => self.on_approval_deadline(&call_ref),
                 Event::RestartDue => {
                     if !self.shutting_down
-                        && let Some(code) = self.restart_server()
+                        && let Some(code) = self.restart_server().await
                     {
                         return self.finish(code).await;
                     }
@@ -352,11 +499,26 @@ impl Router {
 
     // ---- server process -------------------------------------------------------------------
 
-    fn start_server(&mut self) -> Result<(), SpawnError> {
-        let (process, pipes) = ServerProcess::spawn(&self.cfg.command)?;
+    async fn start_server(&mut self) -> Result<(), SpawnError> {
+        let prepared = self.secrets.prepare(self.policy.policy.secrets()).await;
+        let env = SpawnEnv {
+            set: prepared.env,
+            remove: prepared.remove,
+        };
+        let (process, pipes) = ServerProcess::spawn(&self.cfg.command, &env)?;
+        drop(env);
+        if let Some(link) = &self.cfg.link {
+            link.report_secrets_used(prepared.used);
+        }
+        self.stderr_task = Some(spawn_stderr_relay(
+            pipes.stderr,
+            self.secrets.cell(),
+            self.cfg.service.clone(),
+        ));
         self.generation += 1;
         let generation = self.generation;
         tracing::debug!(pid = ?process.id(), generation, "MCP server started");
+        self.cfg.server_status.up();
 
         // Writer: stdin closes when the queue's sender is dropped.
         let (tx, mut rx) = unbounded_channel::<Outgoing>();
@@ -366,12 +528,16 @@ impl Router {
                 let mut item = Some(first);
                 let mut ok = true;
                 while let Some(out) = item.take() {
-                    let bytes = match out {
-                        Outgoing::Bytes(b) => Some(b),
-                        Outgoing::Gated(f) => f.await,
-                    };
-                    if let Some(b) = bytes {
-                        ok = stdin.write_all(&b).await.is_ok();
+                    match out {
+                        Outgoing::Bytes(b) => ok = stdin.write_all(&b).await.is_ok(),
+                        // A tool call: it may carry replaced placeholders, so the copy is
+                        // overwritten once written.
+                        Outgoing::Gated(f) => {
+                            if let Some(b) = f.await {
+                                let b = zeroize::Zeroizing::new(b);
+                                ok = stdin.write_all(&b).await.is_ok();
+                            }
+                        }
                     }
                     if ok {
                         item = rx.try_recv().ok();
@@ -486,6 +652,7 @@ impl Router {
                 "flowlink-proxy: MCP server `{}` exited ({described}) before the session began; not restarting",
                 self.cfg.service
             );
+            self.cfg.server_status.crashed(&described);
             return Some(code);
         }
         let minute_ago = now.checked_sub(Duration::from_secs(60)).unwrap_or(now);
@@ -499,8 +666,10 @@ impl Router {
                 self.restarts.len()
             );
             self.store.record_session(self.session.clone());
+            self.cfg.server_status.crashed(&described);
             return Some(code);
         }
+        self.cfg.server_status.restarting(&described);
         let backoff = Duration::from_millis(200u64 << self.restarts.len().min(5));
         eprintln!(
             "flowlink-proxy: MCP server `{}` exited ({described}); restarting in {} ms",
@@ -518,8 +687,8 @@ impl Router {
 
     /// Starts the next server process. Returns the code to exit with when that is not possible
     /// and the restart limit is reached.
-    fn restart_server(&mut self) -> Option<i32> {
-        if let Err(e) = self.start_server() {
+    async fn restart_server(&mut self) -> Option<i32> {
+        if let Err(e) = self.start_server().await {
             eprintln!("flowlink-proxy: {e}");
             // Counts as another crash: the restart limit ends the loop.
             return self.on_server_crash(None);
@@ -595,6 +764,11 @@ impl Router {
     }
 
     async fn finish(mut self, code: i32) -> i32 {
+        // The server's last words (a traceback, say) are passed on before the proxy goes; a
+        // grandchild holding the pipe open does not keep it waiting.
+        if let Some(task) = self.stderr_task.take() {
+            let _ = tokio::time::timeout(Duration::from_millis(500), task).await;
+        }
         let now = Instant::now();
         let outcome = if self.client_gone || self.shutting_down {
             Outcome::ClientGone
@@ -626,11 +800,21 @@ impl Router {
                 self.finish_call(&t, outcome, None, now);
             }
         }
+        for (call_ref, h) in std::mem::take(&mut self.approvals) {
+            if let Some(link) = &self.cfg.link {
+                link.cancel_approval(&call_ref, "the proxy is exiting");
+            }
+            if !h.answered {
+                self.finish_call(&h.track, outcome, None, now);
+            }
+        }
+        self.cfg.server_status.stopped();
         self.session.ended_at_us = Some(now_us());
         if let Some(st) = &self.last_status {
             self.session.last_exit = Some(child::describe(st));
         }
         self.store.record_session(self.session.clone());
+        self.secrets.cleanup();
         if let Err(e) = self.store.flush().await {
             eprintln!("flowlink-proxy: the audit store could not be flushed: {e}");
         }
@@ -840,6 +1024,10 @@ impl Router {
             tracing::debug!("cancellation without a readable requestId dropped");
             return;
         };
+        // A call still waiting for approvers is withdrawn; the server never saw it.
+        if self.cancel_held_approval(&target) {
+            return;
+        }
         // A call still waiting for the developer is cancelled here; the server never saw it.
         if let Some(key) = self
             .held
@@ -902,6 +1090,13 @@ impl Router {
             .unwrap_or_else(|| "unknown".to_owned());
         let can_ask_user = hello.is_some_and(ClientHello::supports_form_elicitation)
             && !mcp::requires_result_type(self.protocol_version.as_deref());
+        let can_ask_approver = self
+            .cfg
+            .link
+            .as_ref()
+            .is_some_and(|l| l.is_connected() && !l.is_revoked());
+        let progress_token =
+            approval::progress_token(params.as_ref().ok().and_then(Option::as_ref));
 
         let (tool, arguments, decided) = match &params {
             Ok(Some(p)) => match (p.get("name").and_then(Value::as_str), p.get("arguments")) {
@@ -909,6 +1104,14 @@ impl Router {
                     name.to_owned(),
                     args.cloned().unwrap_or(Value::Null),
                     quarantined(name, &self.quarantined[name]),
+                ),
+                (Some(name), args) if self.store.outbox_blocks() => (
+                    name.to_owned(),
+                    args.cloned().unwrap_or(Value::Null),
+                    decide::outbox_full(
+                        self.store.outbox_depth(),
+                        self.store.outbox_config().map_or(0, |c| c.max_events),
+                    ),
                 ),
                 (Some(name), args @ (None | Some(Value::Object(_)))) => {
                     let args = args.cloned().unwrap_or_else(|| json!({}));
@@ -921,6 +1124,7 @@ impl Router {
                             arguments: &args,
                             labels: &self.cfg.labels,
                             can_ask_user,
+                            can_ask_approver,
                         },
                     );
                     (name.to_owned(), args, d)
@@ -939,8 +1143,88 @@ impl Router {
             ),
         };
 
+        // An approval that outlived its call lets exactly the identical call through, under the
+        // same policy.
+        let (policy_source, policy_bundle) = self.policy.record_source();
+        let mut decided = decided;
+        let digest = flowlink_proto::link::args_digest(&arguments);
+        let key = GrantKey {
+            agent: &agent,
+            tool: &tool,
+            digest: &digest,
+            policy: policy_bundle.as_deref(),
+        };
+        if matches!(decided.plan, Plan::AskApprover { .. })
+            && let Some(used) = self.grants.take(&key, Instant::now())
+        {
+            decided.plan = Plan::Forward;
+            decided.verdict = Verdict::Approved;
+            decided.reason = format!(
+                "{}; approved earlier by {} (request {})",
+                decided.reason,
+                used.by.join(", "),
+                used.request_id
+            );
+        }
+
+        // `{{secret:NAME}}` placeholders: allowed by the policy and available, or the call is
+        // refused (and recorded so). The decision, the digest and the record keep the
+        // placeholder; the value goes in just before the call is written to the server.
+        if matches!(
+            decided.plan,
+            Plan::Forward | Plan::AskUser { .. } | Plan::AskApprover { .. }
+        ) && let Err(refusal) =
+            self.secrets
+                .check(self.policy.policy.secrets(), &tool, &arguments)
+        {
+            decided = placeholder_refused(refusal, decided.risk, decided.findings);
+        }
+
         let audit_id = uuid::Uuid::now_v7().to_string();
-        let record = ToolCallRecord {
+        // Built while the call's facts are still borrowed; only calls that ask approvers pay.
+        let approval_request = match &decided.plan {
+            Plan::AskApprover { spec, message } => {
+                let call_ref = uuid::Uuid::now_v7().to_string();
+                let user = self
+                    .cfg
+                    .labels
+                    .get("user")
+                    .map_or("unknown", String::as_str);
+                let mut request = approval::request(&CallForApproval {
+                    call_ref: &call_ref,
+                    agent: &agent,
+                    user,
+                    service: &self.cfg.service,
+                    tool: &tool,
+                    arguments: &arguments,
+                    rule_id: decided.rule_id.as_deref(),
+                    message: message.as_deref(),
+                    reason: &decided.reason,
+                    risk: decided.risk.unwrap_or(0),
+                    findings: &decided.findings,
+                    policy: policy_bundle.as_deref(),
+                    spec,
+                });
+                let found = self.secrets.redactor().redact_json(&mut request.arguments);
+                report_redaction("an approval request", &found);
+                Some(PendingApproval {
+                    request,
+                    policy: policy_bundle.clone(),
+                    asked: approval::asked(spec),
+                    timeout: spec.timeout,
+                    agent: agent.clone(),
+                    tool: tool.clone(),
+                    digest,
+                })
+            }
+            _ => None,
+        };
+        // The agent should never have a value, but if it sent one, the audit trail does not
+        // keep it.
+        let mut arguments = arguments;
+        let found = self.secrets.redactor().redact_json(&mut arguments);
+        report_redaction("the audit record of a call", &found);
+        let mut record = ToolCallRecord {
             schema: SCHEMA_VERSION,
             id: audit_id.clone(),
             session_id: self.session.id.clone(),
@@ -955,8 +1239,10 @@ impl Router {
             rule_id: decided.rule_id.clone(),
             reason: decided.reason.clone(),
             outcome: if decided.plan == Plan::Forward
-                || matches!(decided.plan, Plan::AskUser { .. })
-            {
+                || matches!(
+                    decided.plan,
+                    Plan::AskUser { .. } | Plan::AskApprover { .. }
+                ) {
                 Outcome::Pending
             } else {
                 Outcome::NotForwarded
@@ -966,11 +1252,29 @@ impl Router {
             error: None,
             risk: decided.risk,
             findings: decided.findings.clone(),
+            policy_source: Some(policy_source),
+            policy_bundle,
         };
         let track = CallTrack { audit_id, received };
 
         match decided.plan {
             Plan::Forward => {
+                let mut msg = msg;
+                match self.secrets.substitute(&mut msg) {
+                    Ok(used) => self.report_used(used),
+                    Err(refusal) => {
+                        refuse_record(&mut record, &refusal.reason);
+                        let reply = Message::result(
+                            client_id,
+                            &decide::refusal_result(
+                                &refusal.message,
+                                self.protocol_version.as_deref(),
+                            ),
+                        );
+                        self.reply_after_record(record, reply);
+                        return;
+                    }
+                }
                 let up = self.take_upstream_id();
                 self.upstream_by_client_id.insert(client_id.clone(), up);
                 self.upstream.insert(
@@ -981,9 +1285,9 @@ impl Router {
                         call: Some(track),
                     },
                 );
-                let mut msg = msg;
                 msg.set_id(Id::number(up));
                 let bytes = msg.to_line();
+                drop(msg);
                 let store = self.store.clone();
                 let events = self.events.clone();
                 // Recorded before it is forwarded: the server writer waits for the commit, and
@@ -1010,6 +1314,15 @@ impl Router {
                 );
                 self.reply_after_record(record, reply);
             }
+            Plan::Unavailable { message } => {
+                let reply = Message::error(
+                    client_id,
+                    jsonrpc::DECISION_UNAVAILABLE,
+                    &message,
+                    Some(json!({"reason": "audit_outbox_full"})),
+                );
+                self.reply_after_record(record, reply);
+            }
             Plan::RateLimited {
                 retry_after,
                 message,
@@ -1023,19 +1336,30 @@ impl Router {
                 );
                 self.reply_after_record(record, reply);
             }
+            Plan::AskApprover { .. } => match (approval_request, self.cfg.link.clone()) {
+                (Some(pending), Some(link)) => {
+                    self.hold_for_approvers(
+                        msg,
+                        client_id,
+                        track,
+                        record,
+                        pending,
+                        progress_token,
+                        &link,
+                    );
+                }
+                _ => {
+                    let reply = Message::error(
+                        client_id,
+                        jsonrpc::DECISION_UNAVAILABLE,
+                        "FlowLink could not ask an approver for this call (no link to the control plane); it was not run",
+                        None,
+                    );
+                    self.reply_after_record(record, reply);
+                }
+            },
             Plan::AskUser { prompt, timeout } => {
-                let (done_tx, done_rx) = oneshot::channel();
-                let store = self.store.clone();
-                tokio::spawn(async move {
-                    let ok = match store.record_call(record).await {
-                        Ok(()) => true,
-                        Err(e) => {
-                            tracing::error!("audit store failed; the call will be refused: {e}");
-                            false
-                        }
-                    };
-                    let _ = done_tx.send(ok);
-                });
+                let done_rx = self.record_in_background(record);
                 let down = self.take_downstream_id();
                 self.downstream.insert(down, DownstreamOrigin::Confirmation);
                 self.held.insert(
@@ -1064,6 +1388,419 @@ impl Router {
                 });
             }
         }
+    }
+
+    /// Tells the control plane which secrets went to the server (`SecretsUsed`).
+    fn report_used(&self, used: Vec<flowlink_proto::link::SecretUse>) {
+        if let Some(link) = &self.cfg.link {
+            link.report_secrets_used(used);
+        }
+    }
+
+    /// Writes `record` in the background; the receiver says whether it is on disk.
+    fn record_in_background(&self, record: ToolCallRecord) -> oneshot::Receiver<bool> {
+        let (done_tx, done_rx) = oneshot::channel();
+        let store = self.store.clone();
+        tokio::spawn(async move {
+            let ok = match store.record_call(record).await {
+                Ok(()) => true,
+                Err(e) => {
+                    tracing::error!("audit store failed; the call will be refused: {e}");
+                    false
+                }
+            };
+            let _ = done_tx.send(ok);
+        });
+        done_rx
+    }
+
+    /// Sends a held call to the server once its audit record is on disk.
+    fn forward_held(
+        &mut self,
+        message: Message,
+        client_id: Id,
+        track: CallTrack,
+        recorded: oneshot::Receiver<bool>,
+    ) {
+        let mut message = message;
+        match self.secrets.substitute(&mut message) {
+            Ok(used) => self.report_used(used),
+            Err(refusal) => {
+                self.store
+                    .update_verdict(&track.audit_id, Verdict::Block, &refusal.reason);
+                self.finish_call(
+                    &track,
+                    Outcome::NotForwarded,
+                    Some(refusal.reason),
+                    Instant::now(),
+                );
+                self.send_client(&Message::result(
+                    client_id,
+                    &decide::refusal_result(&refusal.message, self.protocol_version.as_deref()),
+                ));
+                return;
+            }
+        }
+        let up = self.take_upstream_id();
+        self.upstream_by_client_id.insert(client_id.clone(), up);
+        let mut msg = message;
+        msg.set_id(Id::number(up));
+        let bytes = msg.to_line();
+        let events = self.events.clone();
+        self.upstream.insert(
+            up,
+            UpstreamOrigin::Client {
+                client_id,
+                method: mcp::TOOLS_CALL.to_owned(),
+                call: Some(track),
+            },
+        );
+        self.send_server(Outgoing::Gated(Box::pin(async move {
+            if recorded.await == Ok(true) {
+                Some(bytes)
+            } else {
+                let _ = events.send(Event::AuditFailed {
+                    upstream_id: up,
+                    error: "the audit record of the call could not be written".into(),
+                });
+                None
+            }
+        })));
+    }
+
+    // ---- approvals ----------------------------------------------------------------------------
+
+    /// Progress ticks (with a progress token) or the end of the hold (without one).
+    fn spawn_hold_timer(&self, call_ref: &str, with_progress: bool) -> tokio::task::AbortHandle {
+        let events = self.events.clone();
+        let cr = call_ref.to_owned();
+        let hold = self.cfg.approval_hold;
+        tokio::spawn(async move {
+            if with_progress {
+                // Keeps the client's timer alive; the request's deadline ends the wait.
+                loop {
+                    tokio::time::sleep(approval::PROGRESS_EVERY).await;
+                    if events
+                        .send(Event::ApprovalTick {
+                            call_ref: cr.clone(),
+                        })
+                        .is_err()
+                    {
+                        break;
+                    }
+                }
+            } else {
+                tokio::time::sleep(hold).await;
+                let _ = events.send(Event::ApprovalHoldOver { call_ref: cr });
+            }
+        })
+        .abort_handle()
+    }
+
+    /// The agent re-issued a call that already waits for approvers (it was told to retry once
+    /// approved, and retried early): the new call waits on the same request instead of filing a
+    /// second one. Returns the record back when there is no such request.
+    fn rejoin_pending_approval(
+        &mut self,
+        message: Message,
+        client_id: Id,
+        track: CallTrack,
+        record: ToolCallRecord,
+        pending: &PendingApproval,
+        progress: Option<Value>,
+    ) -> Option<(Message, Id, CallTrack, ToolCallRecord, Option<Value>)> {
+        let Some(call_ref) = self
+            .approvals
+            .iter()
+            .find(|(_, h)| {
+                h.answered
+                    && h.agent == pending.agent
+                    && h.tool == pending.tool
+                    && h.digest == pending.digest
+                    && h.policy == pending.policy
+            })
+            .map(|(k, _)| k.clone())
+        else {
+            return Some((message, client_id, track, record, progress));
+        };
+        let recorded = self.record_in_background(record);
+        let timer = self.spawn_hold_timer(&call_ref, progress.is_some());
+        if let Some(h) = self.approvals.get_mut(&call_ref) {
+            h.message = message;
+            h.client_id = client_id;
+            h.track = track;
+            h.recorded = Some(recorded);
+            h.progress = progress;
+            h.ticks = 0;
+            h.answered = false;
+            h.timers.push(timer);
+        }
+        None
+    }
+
+    #[allow(clippy::too_many_arguments)] // the held call's parts, moved in once
+    fn hold_for_approvers(
+        &mut self,
+        message: Message,
+        client_id: Id,
+        track: CallTrack,
+        record: ToolCallRecord,
+        pending: PendingApproval,
+        progress: Option<Value>,
+        link: &crate::link::LinkHandle,
+    ) {
+        let Some((message, client_id, track, record, progress)) =
+            self.rejoin_pending_approval(message, client_id, track, record, &pending, progress)
+        else {
+            return;
+        };
+        let recorded = self.record_in_background(record);
+        let call_ref = pending.request.call_ref.clone();
+        let mut rx = link.request_approval(pending.request);
+        let mut timers = Vec::new();
+        let events = self.events.clone();
+        let cr = call_ref.clone();
+        timers.push(
+            tokio::spawn(async move {
+                while let Some(event) = rx.recv().await {
+                    let last = matches!(event, ApprovalEvent::Decided(_));
+                    if events
+                        .send(Event::Approval {
+                            call_ref: cr.clone(),
+                            event,
+                        })
+                        .is_err()
+                        || last
+                    {
+                        break;
+                    }
+                }
+            })
+            .abort_handle(),
+        );
+        timers.push(self.spawn_hold_timer(&call_ref, progress.is_some()));
+        let events = self.events.clone();
+        let cr = call_ref.clone();
+        // The control plane's clock decides timeouts; this is the backstop when no decision can
+        // reach us (the link stays down).
+        let deadline = pending.timeout + Duration::from_secs(30);
+        timers.push(
+            tokio::spawn(async move {
+                tokio::time::sleep(deadline).await;
+                let _ = events.send(Event::ApprovalDeadline { call_ref: cr });
+            })
+            .abort_handle(),
+        );
+        self.approvals.insert(
+            call_ref,
+            HeldApproval {
+                message,
+                client_id,
+                track,
+                recorded: Some(recorded),
+                agent: pending.agent,
+                tool: pending.tool,
+                digest: pending.digest,
+                policy: pending.policy,
+                progress,
+                ticks: 0,
+                request_id: None,
+                url: None,
+                asked: pending.asked,
+                timeout: pending.timeout,
+                answered: false,
+                timers,
+            },
+        );
+    }
+
+    fn on_approval_event(&mut self, call_ref: &str, event: ApprovalEvent) {
+        match event {
+            ApprovalEvent::Accepted(a) => {
+                if let Some(h) = self.approvals.get_mut(call_ref) {
+                    h.request_id = Some(a.request_id);
+                    h.url = Some(a.url);
+                }
+                self.send_approval_progress(call_ref, "waiting");
+            }
+            ApprovalEvent::LinkDown => {
+                tracing::debug!(
+                    call_ref,
+                    "link down while a call waits for approval; it is re-sent on reconnect"
+                );
+            }
+            ApprovalEvent::Decided(d) => {
+                let Some(mut h) = self.approvals.remove(call_ref) else {
+                    return;
+                };
+                let approved = d.outcome == flowlink_proto::link::ApprovalOutcome::Approved;
+                if h.answered {
+                    // The agent was told to retry: the approval now waits for the identical call.
+                    if approved {
+                        self.grants.add(&h.grant_key(), &d, Instant::now());
+                        self.store.update_verdict(
+                            &h.track.audit_id,
+                            Verdict::Approved,
+                            &format!(
+                                "approved by {} after the agent was told to retry; the identical call may run",
+                                d.decided_by.join(", ")
+                            ),
+                        );
+                    } else {
+                        let (verdict, why, _) = approval::refusal(&d, h.timeout);
+                        self.store.update_verdict(&h.track.audit_id, verdict, &why);
+                    }
+                    return;
+                }
+                if approved {
+                    if matches!(
+                        d.scope,
+                        flowlink_proto::link::ApprovalScope::SameCallFor { .. }
+                    ) {
+                        self.grants.add(&h.grant_key(), &d, Instant::now());
+                    }
+                    self.store.update_verdict(
+                        &h.track.audit_id,
+                        Verdict::Approved,
+                        &format!("approved by {}", d.decided_by.join(", ")),
+                    );
+                    let recorded = h.recorded.take();
+                    let (message, client_id, track) = take_held(&mut h);
+                    match recorded {
+                        Some(r) => self.forward_held(message, client_id, track, r),
+                        None => tracing::error!(call_ref, "held call without its record future"),
+                    }
+                } else {
+                    let (verdict, why, text) = approval::refusal(&d, h.timeout);
+                    self.refuse_held_approval(&mut h, verdict, &why, &text);
+                }
+            }
+        }
+    }
+
+    fn refuse_held_approval(
+        &mut self,
+        h: &mut HeldApproval,
+        verdict: Verdict,
+        why: &str,
+        text: &str,
+    ) {
+        self.store.update_verdict(&h.track.audit_id, verdict, why);
+        self.finish_call(
+            &h.track,
+            Outcome::NotForwarded,
+            Some(why.to_owned()),
+            Instant::now(),
+        );
+        self.send_client(&Message::result(
+            h.client_id.clone(),
+            &decide::refusal_result(text, self.protocol_version.as_deref()),
+        ));
+    }
+
+    fn on_approval_hold_over(&mut self, call_ref: &str) {
+        let Some(h) = self.approvals.get_mut(call_ref) else {
+            return;
+        };
+        if h.answered {
+            return;
+        }
+        h.answered = true;
+        let text =
+            approval::awaiting_text(&h.tool, h.request_id.as_deref(), h.url.as_deref(), &h.asked);
+        let client_id = h.client_id.clone();
+        let track_id = h.track.audit_id.clone();
+        let received = h.track.received;
+        let reply = Message::result(
+            client_id,
+            &decide::refusal_result(&text, self.protocol_version.as_deref()),
+        );
+        self.send_client(&reply);
+        self.finish_call(
+            &CallTrack {
+                audit_id: track_id,
+                received,
+            },
+            Outcome::NotForwarded,
+            Some("awaiting approval; the agent was told to issue the identical call again once approved".into()),
+            Instant::now(),
+        );
+    }
+
+    fn on_approval_tick(&mut self, call_ref: &str) {
+        self.send_approval_progress(call_ref, "still waiting");
+    }
+
+    /// A progress notification for a held call whose client gave a progress token.
+    fn send_approval_progress(&mut self, call_ref: &str, what: &str) {
+        let Some(h) = self.approvals.get_mut(call_ref) else {
+            return;
+        };
+        let Some(token) = h.progress.clone().filter(|_| !h.answered) else {
+            return;
+        };
+        h.ticks += 1;
+        let text = format!(
+            "{what} for approval by {}{}",
+            h.asked,
+            h.url
+                .as_deref()
+                .map(|u| format!(" ({u})"))
+                .unwrap_or_default()
+        );
+        let note = approval::progress(&token, h.ticks, &text);
+        self.send_client(&Message::notification(mcp::PROGRESS, Some(&note)));
+    }
+
+    fn on_approval_deadline(&mut self, call_ref: &str) {
+        let Some(mut h) = self.approvals.remove(call_ref) else {
+            return;
+        };
+        if let Some(link) = &self.cfg.link {
+            link.cancel_approval(
+                call_ref,
+                "no decision reached the proxy before the request's timeout",
+            );
+        }
+        let d = flowlink_proto::link::ApprovalDecision {
+            call_ref: call_ref.to_owned(),
+            request_id: h.request_id.clone().unwrap_or_default(),
+            outcome: flowlink_proto::link::ApprovalOutcome::TimedOut,
+            decided_by: Vec::new(),
+            comment: None,
+            scope: flowlink_proto::link::ApprovalScope::ThisCall,
+        };
+        let (verdict, why, text) = approval::refusal(&d, h.timeout);
+        if h.answered {
+            self.store.update_verdict(&h.track.audit_id, verdict, &why);
+        } else {
+            self.refuse_held_approval(&mut h, verdict, &why, &text);
+        }
+    }
+
+    /// A client cancellation of a call held for approvers: the request is withdrawn. Returns
+    /// whether `target` was such a call.
+    fn cancel_held_approval(&mut self, target: &Id) -> bool {
+        let Some(call_ref) = self
+            .approvals
+            .iter()
+            .find(|(_, h)| !h.answered && &h.client_id == target)
+            .map(|(k, _)| k.clone())
+        else {
+            return false;
+        };
+        if let Some(h) = self.approvals.remove(&call_ref) {
+            if let Some(link) = &self.cfg.link {
+                link.cancel_approval(&call_ref, "the client cancelled the call");
+            }
+            self.store.update_verdict(
+                &h.track.audit_id,
+                Verdict::Denied,
+                "cancelled by the client while waiting for approval",
+            );
+            self.finish_call(&h.track, Outcome::Cancelled, None, Instant::now());
+        }
+        true
     }
 
     /// Sends what a batch has collected so far, so that a gated call keeps its place in order.
@@ -1113,33 +1850,7 @@ impl Router {
                 Verdict::Approved,
                 "allowed by the user in the editor",
             );
-            let up = self.take_upstream_id();
-            self.upstream_by_client_id
-                .insert(held.client_id.clone(), up);
-            let mut msg = held.message;
-            msg.set_id(Id::number(up));
-            let bytes = msg.to_line();
-            let recorded = held.recorded;
-            let events = self.events.clone();
-            self.upstream.insert(
-                up,
-                UpstreamOrigin::Client {
-                    client_id: held.client_id,
-                    method: mcp::TOOLS_CALL.to_owned(),
-                    call: Some(held.track),
-                },
-            );
-            self.send_server(Outgoing::Gated(Box::pin(async move {
-                if recorded.await == Ok(true) {
-                    Some(bytes)
-                } else {
-                    let _ = events.send(Event::AuditFailed {
-                        upstream_id: up,
-                        error: "the audit record of the call could not be written".into(),
-                    });
-                    None
-                }
-            })));
+            self.forward_held(held.message, held.client_id, held.track, held.recorded);
         } else {
             let why = match (
                 answer.is_error_response(),
@@ -1191,6 +1902,11 @@ impl Router {
     fn finish_call(&self, t: &CallTrack, outcome: Outcome, error: Option<String>, now: Instant) {
         let duration =
             i64::try_from(now.duration_since(t.received).as_micros()).unwrap_or(i64::MAX);
+        let redactor = self.secrets.cell().get();
+        let error = match error {
+            Some(e) if !redactor.is_empty() => Some(redactor.redact_text(&e).0.into_owned()),
+            other => other,
+        };
         self.store
             .record_outcome(&t.audit_id, outcome, now_us(), duration, error);
     }
@@ -1199,7 +1915,7 @@ impl Router {
 
     fn on_server_line(&mut self, line: Line) {
         let bytes = match line {
-            Line::Data(b) => b,
+            Line::Data(b) => self.redact_server_line(b),
             Line::TooLong { len, head } => {
                 tracing::error!(
                     len,
@@ -1237,7 +1953,11 @@ impl Router {
             Ok(f) => f,
             Err(FrameError::Empty) => return,
             Err(e) => {
-                let preview = String::from_utf8_lossy(&bytes[..bytes.len().min(200)]).into_owned();
+                let text = String::from_utf8_lossy(&bytes);
+                let redactor = self.secrets.redactor();
+                let (clean, found) = redactor.redact_text(&text);
+                report_redaction("non-JSON output of the MCP server", &found);
+                let preview: String = clean.chars().take(200).collect();
                 eprintln!(
                     "flowlink-proxy: MCP server `{}` wrote something that is not JSON-RPC to stdout ({e}); not forwarded: {preview}",
                     self.cfg.service
@@ -1265,6 +1985,29 @@ impl Router {
                 self.flush_frame(out, true);
             }
         }
+    }
+
+    /// Every value the session holds, redacted from a line the server wrote before anything
+    /// else looks at it. The line is re-serialised only when something was redacted.
+    fn redact_server_line(&mut self, bytes: Vec<u8>) -> Vec<u8> {
+        let redactor = self.secrets.redactor();
+        if redactor.is_empty() {
+            return bytes;
+        }
+        let Ok(mut value) = serde_json::from_slice::<Value>(&bytes) else {
+            // Not JSON: it is not forwarded (its preview on stderr is redacted).
+            return bytes;
+        };
+        let found = redactor.redact_json(&mut value);
+        if found.is_empty() {
+            return bytes;
+        }
+        report_redaction(
+            &format!("a message of MCP server `{}`", self.cfg.service),
+            &found,
+        );
+        // Cannot fail for a parsed value; an empty line would be dropped, never the original.
+        serde_json::to_vec(&value).unwrap_or_default()
     }
 
     fn server_message(&mut self, mut msg: Message, out: &mut FrameOut) -> Option<Message> {
@@ -1597,6 +2340,19 @@ fn guard_strings(
     }
 }
 
+/// Moves the call out of a held approval (which is being dropped).
+fn take_held(h: &mut HeldApproval) -> (Message, Id, CallTrack) {
+    let message = std::mem::replace(&mut h.message, Message::notification("", None));
+    let track = std::mem::replace(
+        &mut h.track,
+        CallTrack {
+            audit_id: String::new(),
+            received: Instant::now(),
+        },
+    );
+    (message, h.client_id.clone(), track)
+}
+
 fn quarantined(tool: &str, why: &str) -> decide::Decided {
     decide::Decided {
         plan: Plan::Refuse {
@@ -1611,6 +2367,34 @@ fn quarantined(tool: &str, why: &str) -> decide::Decided {
         risk: None,
         findings: Vec::new(),
     }
+}
+
+/// The decision for a call whose placeholders cannot be replaced.
+fn placeholder_refused(
+    refusal: crate::secrets::runtime::PlaceholderRefusal,
+    risk: Option<u8>,
+    findings: Vec<flowlink_proto::audit::FindingRecord>,
+) -> decide::Decided {
+    decide::Decided {
+        plan: Plan::Refuse {
+            message: refusal.message,
+        },
+        verdict: Verdict::Block,
+        action: "block",
+        rule_id: Some("secrets".to_owned()),
+        reason: refusal.reason,
+        risk,
+        findings,
+    }
+}
+
+/// A record about to be written for a call that is refused after all.
+fn refuse_record(record: &mut ToolCallRecord, reason: &str) {
+    record.verdict = Verdict::Block;
+    "block".clone_into(&mut record.action);
+    record.rule_id = Some("secrets".to_owned());
+    reason.clone_into(&mut record.reason);
+    record.outcome = Outcome::NotForwarded;
 }
 
 fn malformed(why: &str) -> decide::Decided {

@@ -308,3 +308,109 @@ pub fn write_policy(dir: &Path, text: &str) -> PathBuf {
     std::fs::write(&p, text).expect("write policy");
     p
 }
+
+/// A CA and a `localhost` server certificate it signed, made with `openssl`.
+pub fn private_ca(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
+    let sh = |args: &[&str]| {
+        let out = Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .expect("run openssl");
+        assert!(
+            out.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    std::fs::write(
+        dir.join("server.ext"),
+        "subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\nkeyUsage=digitalSignature\nextendedKeyUsage=serverAuth\n",
+    )
+    .expect("ext");
+    sh(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.pem",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=FlowLink Test CA",
+        "-addext",
+        "basicConstraints=critical,CA:TRUE",
+        "-addext",
+        "keyUsage=critical,keyCertSign",
+    ]);
+    sh(&[
+        "req",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+        "-keyout",
+        "server.key",
+        "-out",
+        "server.csr",
+        "-subj",
+        "/CN=localhost",
+    ]);
+    sh(&[
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        "server.pem",
+        "-days",
+        "2",
+        "-extfile",
+        "server.ext",
+    ]);
+    (
+        dir.join("ca.pem"),
+        dir.join("server.pem"),
+        dir.join("server.key"),
+    )
+}
+
+// ---- A fake control plane's side of the link -----------------------------------------------------
+
+/// Sends one link message to the proxy; false once the socket is gone.
+pub async fn send(
+    socket: &mut axum::extract::ws::WebSocket,
+    msg: &flowlink_proto::link::ControlMessage,
+) -> bool {
+    let text = serde_json::to_string(msg).expect("json");
+    socket
+        .send(axum::extract::ws::Message::Text(text.into()))
+        .await
+        .is_ok()
+}
+
+/// The proxy's next link message (`None` when the socket closes or sends something unreadable).
+pub async fn recv(
+    socket: &mut axum::extract::ws::WebSocket,
+) -> Option<flowlink_proto::link::ProxyMessage> {
+    use axum::extract::ws::Message;
+    loop {
+        match socket.recv().await? {
+            Ok(Message::Text(t)) => return serde_json::from_str(t.as_str()).ok(),
+            Ok(Message::Close(_)) | Err(_) => return None,
+            Ok(_) => {}
+        }
+    }
+}

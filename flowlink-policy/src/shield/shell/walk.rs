@@ -105,9 +105,13 @@ pub(crate) fn guarded<T>(f: impl FnOnce() -> T) -> Option<T> {
     std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).ok()
 }
 
+/// Extended globbing (`!(…)`, `@(…)`, `+(…)`) is off: its patterns give the grammar more readings
+/// of every `(` and the fuzzer found inputs that backtracked for seconds through them (and it is
+/// off in a non-interactive bash unless a script turns it on). Text that needs it does not parse,
+/// which is a finding in the approval band, never an allow.
 pub(crate) fn parser_options() -> brush_parser::ParserOptions {
     brush_parser::ParserOptions {
-        enable_extended_globbing: true,
+        enable_extended_globbing: false,
         posix_mode: false,
         sh_mode: false,
         tilde_expansion_at_word_start: true,
@@ -136,6 +140,72 @@ pub(crate) fn script(ctx: &mut Ctx, text: &str, depth: usize) -> Scope {
         ctx.budget(&format!(
             "the command nests brackets, substitutions or blocks more than {limit} deep"
         ));
+        return Scope::default();
+    }
+    if let Some(c) = text
+        .chars()
+        .find(|c| c.is_ascii_control() && !matches!(c, '\t' | '\n' | '\r' | '\x1b'))
+    {
+        // No shell command an agent writes holds a NUL or a raw control byte (bash cannot even
+        // pass a NUL in an argument); such text is an attack on the parser or garbage, and the
+        // fuzzer's slow inputs were full of them.
+        ctx.push(
+            "analysis.parse_error",
+            Category::Analysis,
+            60,
+            format!(
+                "the shell text holds the control character U+{:04X}, which no command needs; FlowLink does not analyse it, so a person has to look at it. Write escapes such as \\t or $'\\x01' instead of raw control bytes.",
+                u32::from(c)
+            ),
+            text,
+        );
+        return Scope::default();
+    }
+    let parens = super::prescan::paren_scan(text);
+    if parens.max_depth > super::prescan::MAX_PAREN_DEPTH {
+        ctx.budget(&format!(
+            "the command nests parentheses more than {} deep",
+            super::prescan::MAX_PAREN_DEPTH
+        ));
+        return Scope::default();
+    }
+    if parens.unclosed > super::prescan::MAX_UNCLOSED_PARENS {
+        ctx.push(
+            "analysis.parse_error",
+            Category::Analysis,
+            60,
+            format!(
+                "{} parentheses in this shell text are never closed, so it is not complete shell and FlowLink cannot tell what it would run; a person has to look at it. Write it as plain, complete shell.",
+                parens.unclosed
+            ),
+            text,
+        );
+        return Scope::default();
+    }
+    if parens.unclosed_substitutions > 0 && super::prescan::has_heredoc(text) {
+        ctx.push(
+            "analysis.parse_error",
+            Category::Analysis,
+            60,
+            "a here-document (`<<`) sits in shell text whose `$(` is never closed, so it is not complete shell and FlowLink cannot tell what it would run; a person has to look at it. Close every `$(` with `)`.".to_owned(),
+            text,
+        );
+        return Scope::default();
+    }
+    let max_unclosed = super::prescan::MAX_UNCLOSED_SUBSCRIPTS;
+    if super::prescan::unclosed_subscripts(text) > max_unclosed {
+        // the program parser reads expansions with the same grammar as the word parser
+        ctx.budget("a parameter expansion in the command has a `[` subscript that is never closed");
+        return Scope::default();
+    }
+    if super::prescan::unusable_heredoc_tag(text) {
+        ctx.push(
+            "analysis.parse_error",
+            Category::Analysis,
+            60,
+            "a here-document (`<<`) has no usable end marker, so FlowLink cannot tell where it ends or what would run; a person has to look at it. Write the marker right after `<<`, e.g. `<<EOF`.".to_owned(),
+            text,
+        );
         return Scope::default();
     }
     if super::prescan::oversized_fd(text) {
@@ -323,7 +393,17 @@ fn compound(ctx: &mut Ctx, cc: &ast::CompoundCommand, depth: usize) -> Scope {
             }
             ctx.set_var(&f.variable_name, None);
         }
-        ast::CompoundCommand::ArithmeticForClause(f) => s.add(list(ctx, &f.body.list, depth)),
+        ast::CompoundCommand::ArithmeticForClause(f) => {
+            for e in [&f.initializer, &f.condition, &f.updater]
+                .into_iter()
+                .flatten()
+            {
+                let subs = words::heredoc_substitutions(ctx, &e.value, depth);
+                s.fetch |= subs.fetch;
+                s.decode |= subs.decode;
+            }
+            s.add(list(ctx, &f.body.list, depth))
+        }
         ast::CompoundCommand::CaseClause(c) => {
             let _ = words::resolve(ctx, &c.value.value, depth);
             for item in &c.cases {
@@ -349,8 +429,31 @@ fn compound(ctx: &mut Ctx, cc: &ast::CompoundCommand, depth: usize) -> Scope {
         ast::CompoundCommand::Coprocess(c) => {
             s.add(command(ctx, &c.body, depth, Stdin::None).scope)
         }
-        ast::CompoundCommand::Arithmetic(_) => {}
+        ast::CompoundCommand::Arithmetic(a) => s.add(arithmetic(ctx, &a.expr.value, depth)),
     }
+    s
+}
+
+/// An arithmetic command `(( … ))`. Two things in it can run commands: command substitutions in
+/// the expression, and — because brush-parser reads `( ( cmd ) )` as arithmetic where bash runs
+/// two nested subshells — the text itself. So substitutions are analysed, and text that parses as
+/// shell is analysed as a script; text that does not parse is arithmetic and nothing more.
+fn arithmetic(ctx: &mut Ctx, expr: &str, depth: usize) -> Scope {
+    let subs = words::heredoc_substitutions(ctx, expr, depth);
+    let mut s = Scope {
+        fetch: subs.fetch,
+        decode: subs.decode,
+        output: None,
+    };
+    let opts = parser_options();
+    let parses = matches!(
+        guarded(|| brush_parser::Parser::new(expr.as_bytes(), &opts).parse_program()),
+        Some(Ok(_))
+    );
+    if parses {
+        s.add(script(ctx, expr, depth + 1));
+    }
+    s.output = None;
     s
 }
 

@@ -3,6 +3,7 @@
 use brush_parser::word::{Parameter, ParameterExpr, WordPiece, WordPieceWithSource};
 
 use super::Ctx;
+use super::prescan::Quoting;
 use super::walk;
 
 /// One argument after quote removal.
@@ -41,6 +42,11 @@ pub(crate) fn resolve(ctx: &mut Ctx, raw: &str, depth: usize) -> Arg {
         arg.text = raw.to_owned();
         return arg;
     }
+    if too_costly(ctx, raw, Quoting::Shell) {
+        arg.text = brush_parser::unquote_str(raw);
+        arg.dynamic = true;
+        return arg;
+    }
     let opts = walk::parser_options();
     match walk::guarded(|| brush_parser::word::parse(raw, &opts)) {
         Some(Ok(pieces)) => pieces_into(ctx, &pieces, depth, &mut arg, true),
@@ -59,6 +65,10 @@ pub(crate) fn heredoc_substitutions(ctx: &mut Ctx, body: &str, depth: usize) -> 
         arg.text = body.to_owned();
         return arg;
     }
+    if too_costly(ctx, body, Quoting::HereDocument) {
+        arg.dynamic = true;
+        return arg;
+    }
     let opts = walk::parser_options();
     match walk::guarded(|| brush_parser::word::parse_heredoc(body, &opts)) {
         Some(Ok(pieces)) => pieces_into(ctx, &pieces, depth, &mut arg, false),
@@ -66,6 +76,26 @@ pub(crate) fn heredoc_substitutions(ctx: &mut Ctx, body: &str, depth: usize) -> 
         Some(Err(_)) | None => arg.dynamic = true,
     }
     arg
+}
+
+/// Whether the word parser must not be given `raw` (its grammar backtracks without bound on
+/// some input); when so, a budget finding is recorded, so the call goes to a person.
+fn too_costly(ctx: &mut Ctx, raw: &str, quoting: Quoting) -> bool {
+    let max = super::prescan::MAX_UNCLOSED_SUBSCRIPTS;
+    if super::prescan::unclosed_subscripts(raw) > max {
+        ctx.budget("a parameter expansion has a `[` subscript that is never closed");
+        return true;
+    }
+    // a here-document body is parsed for expansions with the same grammar
+    let parens = super::prescan::paren_scan_as(raw, quoting);
+    if parens.max_depth > super::prescan::MAX_PAREN_DEPTH
+        || parens.unclosed > super::prescan::MAX_UNCLOSED_PARENS
+        || (parens.unclosed_substitutions > 0 && super::prescan::has_heredoc(raw))
+    {
+        ctx.budget("a word or here-document holds parentheses nested too deep or never closed");
+        return true;
+    }
+    false
 }
 
 fn pieces_into(
@@ -149,7 +179,11 @@ fn pieces_into(
                     }
                 }
             }
-            WordPiece::ArithmeticExpression(_) => {
+            WordPiece::ArithmeticExpression(e) => {
+                // `$(( $(cmd) ))`: the substitution runs before the arithmetic
+                let subs = heredoc_substitutions(ctx, &e.value, depth);
+                arg.fetch |= subs.fetch;
+                arg.decode |= subs.decode;
                 arg.dynamic = true;
                 arg.text.push_str("$((…))");
             }
