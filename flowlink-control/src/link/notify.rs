@@ -11,7 +11,8 @@
 //! A notification that names something the database does not confirm does nothing.
 //!
 //! The listener reconnects on its own (with backoff). Notifications sent while it was
-//! disconnected are lost by PostgreSQL, so after a reconnect it catches up: every link here
+//! disconnected are lost by PostgreSQL, so after every connect (the first too: links are
+//! served before it listens) it catches up: every link here
 //! re-reads its device and policy, and messages stored since the last notification it saw are
 //! delivered (each message id at most once).
 
@@ -134,8 +135,10 @@ pub async fn listen(state: AppState) {
 
 async fn listen_loop(state: &AppState) {
     let mut backoff = Duration::from_millis(100);
-    // Messages stored from this moment on may not have been seen yet.
-    let mut seen_until: Option<i64> = None;
+    // Links may connect, and other replicas may notify, before the first `LISTEN` is in place
+    // (the server serves as soon as this task is spawned). So the first connection catches up
+    // too, from just before this replica started: no change is lost to that race.
+    let mut seen_until = now_us() - 1_000_000;
     loop {
         let mut listener = match connect(state).await {
             Ok(l) => l,
@@ -147,14 +150,12 @@ async fn listen_loop(state: &AppState) {
             }
         };
         backoff = Duration::from_millis(100);
-        if let Some(since) = seen_until {
-            catch_up(state, since).await;
-        }
-        seen_until = Some(now_us() - 1_000_000);
+        catch_up(state, seen_until).await;
+        seen_until = now_us() - 1_000_000;
         loop {
             match listener.try_recv().await {
                 Ok(Some(n)) => {
-                    seen_until = Some(now_us() - 1_000_000);
+                    seen_until = now_us() - 1_000_000;
                     match serde_json::from_str::<Notice>(n.payload()) {
                         Ok(notice) => handle(state, notice).await,
                         Err(e) => {
@@ -166,10 +167,8 @@ async fn listen_loop(state: &AppState) {
                     // The connection was lost and has been re-established: anything sent in
                     // between is gone from PostgreSQL, so rebuild from the database.
                     tracing::info!("link notifications: connection re-established; catching up");
-                    if let Some(since) = seen_until {
-                        catch_up(state, since).await;
-                    }
-                    seen_until = Some(now_us() - 1_000_000);
+                    catch_up(state, seen_until).await;
+                    seen_until = now_us() - 1_000_000;
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, "link notifications: listener failed; reconnecting");

@@ -571,3 +571,39 @@ pub async fn org_id(c: &TestClient, slug: &str) -> String {
     let (_, org) = c.get(&format!("/api/v1/orgs/{slug}")).await;
     org["id"].as_str().expect("org id").to_string()
 }
+
+/// How many connections other than this one listen on the link channel of `store`'s schema
+/// (one per running replica on PostgreSQL).
+pub async fn link_listeners(store: &Store) -> i64 {
+    let channel: String = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+        "SELECT {}",
+        flowlink_control::link::notify::CHANNEL_SQL
+    )))
+    .fetch_one(store.pool())
+    .await
+    .expect("channel");
+    sqlx::query_scalar::<_, i64>(
+        "SELECT COUNT(*) FROM pg_stat_activity WHERE query LIKE $1 AND pid <> pg_backend_pid()",
+    )
+    .bind(format!("%{channel}%"))
+    .fetch_one(store.pool())
+    .await
+    .expect("count the listeners")
+}
+
+/// Waits (up to 20 s) until `replicas` replicas listen on `store`'s link channel, so a change
+/// made after it can reach the others only by notification.
+pub async fn wait_for_link_listeners(store: &Store, replicas: i64) {
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let now = link_listeners(store).await;
+        if now == replicas {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{now} replicas listen for link notifications, expected {replicas}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
