@@ -162,10 +162,15 @@ impl Proxy {
     }
 
     async fn hello(&mut self, device_id: &str, service: &str) -> String {
+        self.hello_as(device_id, service, "0.1.0-test").await
+    }
+
+    /// A hello that says `proxy_version`.
+    async fn hello_as(&mut self, device_id: &str, service: &str, proxy_version: &str) -> String {
         self.send(&ProxyMessage::Hello(Hello {
             version: LINK_VERSION,
             device_id: device_id.to_string(),
-            proxy_version: "0.1.0-test".into(),
+            proxy_version: proxy_version.into(),
             service: service.to_string(),
             pid: std::process::id(),
         }))
@@ -187,8 +192,18 @@ impl Proxy {
     /// Opens an authenticated link; returns it with the first policy bundle (the secrets push
     /// that follows it is checked and consumed).
     async fn connect(server: &TestServer, device: &Device, service: &str) -> (Proxy, PolicyBundle) {
+        Proxy::connect_as(server, device, service, "0.1.0-test").await
+    }
+
+    /// [`Proxy::connect`] for a proxy that says `proxy_version` in its hello.
+    async fn connect_as(
+        server: &TestServer,
+        device: &Device,
+        service: &str,
+        proxy_version: &str,
+    ) -> (Proxy, PolicyBundle) {
         let mut p = Proxy::open(server).await;
-        let nonce = p.hello(&device.id, service).await;
+        let nonce = p.hello_as(&device.id, service, proxy_version).await;
         p.auth(server, &device.id, &device.key, &nonce).await;
         match p.recv().await {
             ControlMessage::Welcome(w) => {
@@ -686,6 +701,30 @@ async fn heartbeats_and_health(backend: Backend) {
     assert_eq!(servers[1]["service"], "shell");
     assert_eq!(servers[1]["crash_loop"], true);
     assert_eq!(servers[1]["last_error"], "exit status 1");
+    assert_eq!(servers[0]["proxy_version"], "0.1.0-test", "from the hello");
+    // A version that is not plain text is not kept (the link itself is served).
+    let (mut odd, _) =
+        Proxy::connect_as(&server, &device, "db", "1.0\u{1b}[2J\u{1b}[31mowned").await;
+    odd.heartbeat(vec![ServerHealth {
+        service: "db".into(),
+        ..up.clone()
+    }])
+    .await;
+    eventually(
+        Duration::from_secs(5),
+        "the third server is reported",
+        || async {
+            device_view(&owner, &device.id).await["servers"]
+                .as_array()
+                .map(Vec::len)
+                == Some(3)
+        },
+    )
+    .await;
+    let v = device_view(&owner, &device.id).await;
+    assert_eq!(v["servers"][0]["service"], "db");
+    assert!(v["servers"][0]["proxy_version"].is_null(), "{v}");
+    drop(odd);
     let (_, list) = owner.get(&format!("{ORG}/devices")).await;
     assert_eq!(list["items"][0]["health"], "online", "{list}");
     let loops = audit_of(&owner, "server.crash_loop").await;

@@ -133,6 +133,7 @@ async fn the_list_shows_health_servers_and_escaped_errors(backend: Backend) {
                     last_error: Some("exit 1: <script>alert(1)</script>".into()),
                 },
             ],
+            Some("0.3.1"),
         )
         .await
         .expect("heartbeat");
@@ -186,6 +187,10 @@ async fn the_list_shows_health_servers_and_escaped_errors(backend: Backend) {
     );
     assert!(!html.contains("<script>alert"), "escaped");
     assert!(row_of_service(&html, "git").contains("server-up\">up<"));
+    assert!(
+        shell.contains("<code>0.3.1</code>"),
+        "the proxy version: {shell}"
+    );
     assert!(html.contains("id=\"labels-form\"") && html.contains("id=\"revoke-form\""));
     assert!(
         html.contains("alpha.example") && html.contains(&alpha),

@@ -471,6 +471,9 @@ pub fn setup_org(control: &Control, policy_toml: &str) -> String {
         .to_owned()
 }
 
+/// The owner `setup_org` creates (`tests/py/link_scenarios.py`): e-mail and password.
+pub const OWNER: (&str, &str) = ("owner@acme.test", "correct horse battery staple 1");
+
 /// The control plane's `tool_call` audit events (all pages).
 pub fn control_tool_calls(api: &str) -> Vec<Value> {
     let report = link_script("audit", &["--api", api], &[], SOON);

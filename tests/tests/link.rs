@@ -5,8 +5,9 @@
 
 use std::time::Duration;
 
+use flowlink_e2e::browser::SignedIn;
 use flowlink_e2e::link::{
-    Control, Device, SOON, control_tool_calls, link_script, postgres_schema, postgres_url,
+    Control, Device, OWNER, SOON, control_tool_calls, link_script, postgres_schema, postgres_url,
     setup_org,
 };
 use serde_json::Value;
@@ -152,6 +153,22 @@ fn approvals_end_to_end_on_sqlite() {
     assert_eq!(policy["verified"], true);
     assert_eq!(policy["layers"][0]["version"], 2, "{status:#}");
     assert_eq!(status["outbox_depth"], 0, "{status:#}");
+
+    // The agents list shows the wrapped server with the version of the proxy that reported it
+    // (the proxy and these tests share the workspace's version).
+    let owner = SignedIn::login(&control.url, OWNER);
+    let (code, devices) = owner.send(reqwest::Method::GET, "/api/v1/orgs/acme/devices", None);
+    assert_eq!(code, 200, "{devices:#}");
+    let servers = devices["items"][0]["servers"].as_array().expect("servers");
+    let everything = servers
+        .iter()
+        .find(|s| s["service"] == "everything")
+        .unwrap_or_else(|| panic!("the wrapped server is reported: {devices:#}"));
+    assert_eq!(
+        everything["proxy_version"],
+        env!("CARGO_PKG_VERSION"),
+        "{devices:#}"
+    );
 
     // The control plane's audit trail has the calls and their fates.
     let events = control_tool_calls(&control.url);

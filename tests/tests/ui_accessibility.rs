@@ -19,11 +19,10 @@
 //! Screenshots of each page, laptop and phone sized, are saved under `target/ui-screenshots/`.
 
 use flowlink_e2e::browser::Browser;
-use flowlink_e2e::link::{Control, setup_org};
+use flowlink_e2e::link::{Control, OWNER, setup_org};
 use serde_json::{Value, json};
 
 const POLICY: &str = "version = 1\ndefault_action = \"allow\"\n";
-const OWNER: (&str, &str) = ("owner@acme.test", "correct horse battery staple 1");
 
 /// Structure and contrast problems of the page in the browser (empty when none).
 const AUDIT_PAGE: &str = r#"

@@ -9,7 +9,7 @@
 use std::time::Duration;
 
 use flowlink_e2e::browser::{Browser, SignedIn};
-use flowlink_e2e::link::{Background, Control, Device, SERVICE, setup_org, wait_until};
+use flowlink_e2e::link::{Background, Control, Device, OWNER, SERVICE, setup_org, wait_until};
 use serde_json::json;
 
 /// `echo` waits for a person; everything else runs.
@@ -24,7 +24,6 @@ message = "echo needs a person"
 "#;
 
 /// The accounts `link_scenarios.py setup` creates.
-const OWNER: (&str, &str) = ("owner@acme.test", "correct horse battery staple 1");
 const APPROVER: (&str, &str) = ("approver@acme.test", "correct horse battery staple 2");
 const VIEWER: (&str, &str) = ("viewer@acme.test", "correct horse battery staple 3");
 

@@ -14,11 +14,9 @@ use std::time::Duration;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use flowlink_e2e::browser::{Browser, SignedIn};
-use flowlink_e2e::link::{Control, wait_until};
+use flowlink_e2e::link::{Control, OWNER, wait_until};
 use flowlink_proto::sealed::{OrgSecretKey, SealContext, SealedBox, open, seal};
 use serde_json::{Value, json};
-
-const OWNER: (&str, &str) = ("owner@acme.test", "correct horse battery staple 1");
 
 // RFC 9180 Appendix A.1.1: DHKEM(X25519, HKDF-SHA256), HKDF-SHA256, AES-128-GCM, mode_base.
 const A1_INFO: &str = "4f6465206f6e2061204772656369616e2055726e";

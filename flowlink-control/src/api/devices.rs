@@ -419,6 +419,9 @@ pub struct ServerView {
     pub crash_loop: bool,
     /// When it was reported.
     pub updated_at: String,
+    /// The flowlink-proxy version that reported it (absent when the proxy did not say one in
+    /// plain text).
+    pub proxy_version: Option<String>,
 }
 
 impl From<&DeviceServer> for ServerView {
@@ -430,6 +433,7 @@ impl From<&DeviceServer> for ServerView {
             last_error: s.last_error.clone(),
             crash_loop: s.crash_loop,
             updated_at: rfc3339(s.updated_at),
+            proxy_version: s.proxy_version.clone(),
         }
     }
 }

@@ -64,6 +64,9 @@ pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 const SEND_TIMEOUT: Duration = Duration::from_secs(10);
 /// Most servers one heartbeat may describe (more are ignored).
 const MAX_SERVERS: usize = 64;
+/// Longest proxy version kept from a hello (a longer one, or one with control characters, is
+/// recorded as not said; the link is not refused for it).
+const MAX_PROXY_VERSION_CHARS: usize = 64;
 /// Longest service name accepted in a hello or heartbeat.
 const MAX_SERVICE_CHARS: usize = 200;
 /// Longest `last_error` kept from a heartbeat.
@@ -617,6 +620,8 @@ struct Link<'a> {
     client: ClientInfo,
     device: Device,
     service: String,
+    /// The proxy's version from its hello, when plain text.
+    proxy_version: Option<String>,
     pushed: Option<String>,
     /// SHA-256 of the last `SecretsPush` sent.
     secrets_pushed: Option<String>,
@@ -643,11 +648,13 @@ pub async fn run(state: AppState, mut socket: WebSocket, client: ClientInfo) {
         session,
     };
     update_gauge(&state);
+    let proxy_version = sane_text(&hello.proxy_version, MAX_PROXY_VERSION_CHARS)
+        .then(|| hello.proxy_version.clone());
     tracing::info!(
         device = %device.id,
         service = %hello.service,
         pid = hello.pid,
-        proxy_version = %hello.proxy_version,
+        proxy_version = proxy_version.as_deref().unwrap_or("(not plain text)"),
         "link up"
     );
     if let Err(e) = state.store.touch_device(&device.id).await {
@@ -659,6 +666,7 @@ pub async fn run(state: AppState, mut socket: WebSocket, client: ClientInfo) {
         client,
         device,
         service: hello.service,
+        proxy_version,
         pushed: None,
         secrets_pushed: None,
         challenged: None,
@@ -1046,7 +1054,7 @@ impl Link<'_> {
         match self
             .state
             .store
-            .record_heartbeat(&self.device, &servers)
+            .record_heartbeat(&self.device, &servers, self.proxy_version.as_deref())
             .await
         {
             Ok(looping) => {

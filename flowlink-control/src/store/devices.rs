@@ -99,6 +99,8 @@ pub struct DeviceServer {
     pub crash_loop: bool,
     /// Unix µs of the heartbeat.
     pub updated_at: i64,
+    /// The flowlink-proxy version that sent the heartbeat, when it said one in plain text.
+    pub proxy_version: Option<String>,
 }
 
 /// What a proxy sends to enrol (keys already checked by the caller).
@@ -157,8 +159,7 @@ const TOKEN_COLUMNS: &str = "id, org_id, name, labels, uses_allowed, uses, creat
 const DEVICE_COLUMNS: &str = "id, org_id, name, hostname, labels, signing_key, box_key, key_version, \
      enrolled_at, rekeyed_at, last_seen_at, health, revoked_at, revoked_reason";
 
-const SERVER_COLUMNS: &str =
-    "device_id, service, state, restarts_last_hour, last_error, crash_loop, updated_at";
+const SERVER_COLUMNS: &str = "device_id, service, state, restarts_last_hour, last_error, crash_loop, updated_at, proxy_version";
 
 /// Rows per multi-row `INSERT` (10 parameters each; both engines take 2,000 easily).
 const INSERT_CHUNK: usize = 200;
@@ -225,6 +226,7 @@ fn server_from(row: &AnyRow) -> Result<DeviceServer, StoreError> {
         last_error: row.try_get("last_error")?,
         crash_loop: flag(row.try_get("crash_loop")?),
         updated_at: row.try_get("updated_at")?,
+        proxy_version: row.try_get("proxy_version")?,
     })
 }
 
@@ -674,7 +676,8 @@ impl Store {
         Ok(out)
     }
 
-    /// A heartbeat: the device was heard from, and each server's health is recorded. A server
+    /// A heartbeat: the device was heard from, and each server's health is recorded with the
+    /// version of the proxy that reported it. A server
     /// that starts crash-looping (restarts in the last hour reach [`CRASH_LOOP_RESTARTS`]) gets
     /// one `server.crash_loop` event in the organisation's audit trail, in the same transaction
     /// as the state change, so concurrent heartbeats and replicas record it once; it is
@@ -683,6 +686,7 @@ impl Store {
         &self,
         device: &Device,
         servers: &[ServerHealth],
+        proxy_version: Option<&str>,
     ) -> Result<Vec<String>, StoreError> {
         let now = now_us();
         let mut started = Vec::new();
@@ -695,11 +699,11 @@ impl Store {
         for s in servers {
             let restarts = i64::from(s.restarts_last_hour);
             sqlx::query(
-                "INSERT INTO device_servers (device_id, service, state, restarts_last_hour, last_error, crash_loop, updated_at) \
-                 VALUES ($1, $2, $3, $4, $5, 0, $6) \
+                "INSERT INTO device_servers (device_id, service, state, restarts_last_hour, last_error, crash_loop, updated_at, proxy_version) \
+                 VALUES ($1, $2, $3, $4, $5, 0, $6, $7) \
                  ON CONFLICT (device_id, service) DO UPDATE SET state = excluded.state, \
                  restarts_last_hour = excluded.restarts_last_hour, last_error = excluded.last_error, \
-                 updated_at = excluded.updated_at",
+                 updated_at = excluded.updated_at, proxy_version = excluded.proxy_version",
             )
             .bind(&device.id)
             .bind(&s.service)
@@ -707,6 +711,7 @@ impl Store {
             .bind(restarts)
             .bind(s.last_error.clone())
             .bind(now)
+            .bind(proxy_version.map(str::to_owned))
             .execute(&mut *tx)
             .await?;
             let entered = sqlx::query(

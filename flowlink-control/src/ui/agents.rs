@@ -247,6 +247,7 @@ struct ServerRow {
     last_error: String,
     reported: String,
     layer: String,
+    proxy_version: String,
 }
 
 /// Field errors and kept input of the device page's forms.
@@ -310,6 +311,7 @@ async fn device_page_of(
             last_error: s.last_error.clone().unwrap_or_default(),
             reported: when(&s.updated_at),
             layer: service_layer(&scopes, &s.service).unwrap_or_default(),
+            proxy_version: s.proxy_version.clone().unwrap_or_default(),
         })
         .collect();
     let row = device_row(view, &scopes);
