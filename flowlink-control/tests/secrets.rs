@@ -1695,6 +1695,13 @@ async fn cli_end_to_end(backend: Backend) {
         )
         .await;
     assert!(out.contains("GITHUB_TOKEN created"), "{out}");
+    // It names the key it sealed to, as `key status` prints it: a person can pin that.
+    let pin = key_fingerprint_in(&out);
+    let status_text = cli.ok(&["key", "status"], None).await;
+    assert!(
+        status_text.contains(&format!("version 1: active (key {pin})")),
+        "{status_text}"
+    );
     outputs.push(out);
     let out = cli.ok(&["list"], None).await;
     assert!(out.contains("GITHUB_TOKEN\t1\t1\tgit\tenv=prod"), "{out}");
@@ -1752,12 +1759,53 @@ async fn cli_end_to_end(backend: Backend) {
         serde_json::from_str(&cli.ok(&["--json", "key", "status"], None).await).expect("json");
     assert_eq!(status["active_version"], 1);
 
-    // A new value, then a rotation (with the passphrase from a file); the device follows.
-    let rotated_value = "ghp_SecondCliValue_271828";
-    outputs.push(
-        cli.ok(&["rotate", "GITHUB_TOKEN"], Some(rotated_value))
-            .await,
+    // A pinned key that is not the one the control plane names: nothing is sealed or sent.
+    let unsent = "ghp_NeverSealedToAnotherKey_161803";
+    let run = cli
+        .run(
+            &["rotate", "GITHUB_TOKEN"],
+            Some(unsent),
+            &[("FLOWLINK_ORG_KEY_FINGERPRINT", "SHA256:00000000deadbeef")],
+        )
+        .await;
+    assert!(
+        !run.ok && run.stderr.contains("nothing was sealed") && run.stderr.contains(&pin),
+        "{}",
+        run.stderr
     );
+    outputs.push(run.stdout + &run.stderr);
+    let run = cli
+        .run(
+            &["put", "PINNED"],
+            Some(unsent),
+            &[("FLOWLINK_ORG_KEY_FINGERPRINT", "SHA256:not-hex")],
+        )
+        .await;
+    assert!(
+        !run.ok && run.stderr.contains("16 to 64 hex digits"),
+        "{}",
+        run.stderr
+    );
+    assert!(!cli.ok(&["list"], None).await.contains("PINNED"));
+    assert!(
+        cli.ok(&["get-meta", "GITHUB_TOKEN"], None)
+            .await
+            .contains("version:      1"),
+        "unchanged"
+    );
+
+    // A new value under the right pin, then a rotation (with the passphrase from a file); the
+    // device follows.
+    let rotated_value = "ghp_SecondCliValue_271828";
+    let run = cli
+        .run(
+            &["rotate", "GITHUB_TOKEN"],
+            Some(rotated_value),
+            &[("FLOWLINK_ORG_KEY_FINGERPRINT", &pin)],
+        )
+        .await;
+    assert!(run.ok, "{}", run.stderr);
+    outputs.push(run.stdout);
     assert_eq!(
         dev_values(&dev, &r.org_id, &p.secrets().await),
         vec![("GITHUB_TOKEN".into(), rotated_value.into())]
@@ -1778,7 +1826,22 @@ async fn cli_end_to_end(backend: Backend) {
         .await;
     assert!(run.ok, "{}\n{}", run.stdout, run.stderr);
     assert!(run.stdout.contains("from version 1 to 2"), "{}", run.stdout);
+    let pin2 = key_fingerprint_in(&run.stdout);
+    assert_ne!(pin2, pin);
     outputs.push(run.stdout);
+    // The old pin no longer seals; the new key's, printed by the rotation, does (below).
+    let run = cli
+        .run(
+            &["rotate", "GITHUB_TOKEN"],
+            Some(unsent),
+            &[("FLOWLINK_ORG_KEY_FINGERPRINT", &pin)],
+        )
+        .await;
+    assert!(
+        !run.ok && run.stderr.contains("key version 2"),
+        "{}",
+        run.stderr
+    );
     let status = r.status().await;
     assert_eq!(status["active_version"], 2);
     let push = p.secrets().await;
@@ -1802,19 +1865,38 @@ async fn cli_end_to_end(backend: Backend) {
     outputs.push(out);
     drop(p);
 
+    let run = cli
+        .run(
+            &["put", "PINNED"],
+            Some(rotated_value),
+            &[("FLOWLINK_ORG_KEY_FINGERPRINT", &pin2)],
+        )
+        .await;
+    assert!(run.ok && run.stdout.contains(&pin2), "{}", run.stderr);
+    outputs.push(run.stdout);
+    outputs.push(cli.ok(&["rm", "PINNED"], None).await);
+
     // Removal; nothing printed anywhere ever held a value.
     outputs.push(cli.ok(&["rm", "GITHUB_TOKEN"], None).await);
     let out = cli.ok(&["list"], None).await;
     assert!(out.contains("no secrets"), "{out}");
     for o in &outputs {
         assert!(
-            !o.contains(value) && !o.contains(rotated_value),
+            !o.contains(value) && !o.contains(rotated_value) && !o.contains(unsent),
             "a value was printed: {o}"
         );
     }
     let file = std::fs::read_to_string(&key_file).expect("key file");
     assert!(!file.contains(&token));
     r.server.stop().await;
+}
+
+/// The first key fingerprint (`SHA256:` and 16 hex digits) in a command's output.
+fn key_fingerprint_in(out: &str) -> String {
+    let at = out
+        .find("SHA256:")
+        .unwrap_or_else(|| panic!("no key fingerprint in {out}"));
+    out[at..at + "SHA256:".len() + 16].to_string()
 }
 
 /// Two replicas on one PostgreSQL database: changes made through A reach a link held by B.

@@ -55,6 +55,16 @@ pub struct SecretsArgs {
     /// PEM file of the CA certificate(s) to trust for the server (instead of the system's).
     #[arg(long, env = "FLOWLINK_CA_FILE", global = true)]
     pub ca_file: Option<PathBuf>,
+    /// `put` and `rotate` seal only to an organisation key with this fingerprint (`SHA256:`
+    /// and 16 to 64 hex digits, as `secrets key init|rotate|status` print it), so a control
+    /// plane that names another key gets nothing. Get it from the custodian who made the key.
+    #[arg(
+        long,
+        env = "FLOWLINK_ORG_KEY_FINGERPRINT",
+        global = true,
+        value_name = "SHA256:HEX"
+    )]
+    pub org_key_fingerprint: Option<String>,
     /// What to do.
     #[command(subcommand)]
     pub command: SecretsCommand,
@@ -204,6 +214,8 @@ struct Api {
     base: String,
     token: Zeroizing<String>,
     org: String,
+    /// The organisation key values may be sealed to, when pinned.
+    key_pin: Option<KeyPin>,
 }
 
 impl Api {
@@ -254,11 +266,17 @@ impl Api {
             })?;
             builder = builder.tls_certs_only(certs);
         }
+        let key_pin = args
+            .org_key_fingerprint
+            .as_deref()
+            .map(KeyPin::parse)
+            .transpose()?;
         Ok(Api {
             http: builder.build()?,
             base,
             token,
             org,
+            key_pin,
         })
     }
 
@@ -408,11 +426,49 @@ fn parse_labels(labels: &[String]) -> Result<BTreeMap<String, String>, CliError>
     Ok(out)
 }
 
+/// The SHA-256 of a public key's base64 text, in hex (the full fingerprint).
+fn fingerprint_hex(public_key_b64: &str) -> String {
+    crate::auth::secret::hex(&Sha256::digest(public_key_b64.as_bytes()))
+}
+
 /// A short fingerprint of a public key, for people comparing keys.
 fn fingerprint(public_key_b64: &str) -> String {
-    let digest = Sha256::digest(public_key_b64.as_bytes());
-    let hex = crate::auth::secret::hex(&digest);
-    format!("SHA256:{}", &hex[..16])
+    format!("SHA256:{}", &fingerprint_hex(public_key_b64)[..16])
+}
+
+/// The organisation key a person pinned with `--org-key-fingerprint`: the leading hex digits
+/// (at least the 16 that [`fingerprint`] prints) of the key's full fingerprint.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct KeyPin(String);
+
+impl KeyPin {
+    fn parse(text: &str) -> Result<KeyPin, CliError> {
+        let hex = text.trim();
+        let hex = hex
+            .strip_prefix("SHA256:")
+            .unwrap_or(hex)
+            .to_ascii_lowercase();
+        if !(16..=64).contains(&hex.len()) || !hex.chars().all(|c| c.is_ascii_hexdigit()) {
+            return Err(usage(format!(
+                "--org-key-fingerprint `{}` is not a key fingerprint: give `SHA256:` and 16 to 64 hex digits, as `secrets key status` prints them",
+                text.trim()
+            )));
+        }
+        Ok(KeyPin(hex))
+    }
+
+    /// Refuses `key` unless it is the pinned one.
+    fn check(&self, key: &KeyVersionView) -> Result<(), CliError> {
+        if fingerprint_hex(&key.public_key).starts_with(&self.0) {
+            return Ok(());
+        }
+        Err(usage(format!(
+            "the control plane names key version {} ({}) as the organisation's active key, not the pinned SHA256:{}; nothing was sealed or sent. If a custodian rotated the key, ask them for the new fingerprint and pin that; otherwise the control plane may be compromised",
+            key.version,
+            fingerprint(&key.public_key),
+            self.0
+        )))
+    }
 }
 
 fn active(status: &KeyStatusView) -> Result<&KeyVersionView, CliError> {
@@ -673,9 +729,12 @@ async fn store_value(
     base: u64,
     value: &[u8],
     meta: Value,
-) -> Result<SecretView, CliError> {
+) -> Result<(SecretView, String), CliError> {
     let status: KeyStatusView = api.get("/key").await?;
     let key = active(&status)?;
+    if let Some(pin) = &api.key_pin {
+        pin.check(key)?;
+    }
     let pk = BoxPublicKey::from_base64(&key.public_key)?;
     let sealed = seal(
         &pk,
@@ -696,13 +755,13 @@ async fn store_value(
     let (_, v) = api
         .send(reqwest::Method::PUT, &format!("/{name}"), Some(&body))
         .await?;
-    parse(v)
+    Ok((parse(v)?, fingerprint(&key.public_key)))
 }
 
 fn report_stored(
     out: &mut dyn Write,
     json_out: bool,
-    s: &SecretView,
+    (s, key): &(SecretView, String),
     created: bool,
 ) -> Result<(), CliError> {
     if json_out {
@@ -710,7 +769,7 @@ fn report_stored(
     }
     writeln!(
         out,
-        "secret {} {} (version {}, sealed to key version {})",
+        "secret {} {} (version {}, sealed to key version {}, {key})",
         s.name,
         if created { "created" } else { "updated" },
         s.version,
@@ -1075,6 +1134,48 @@ async fn key(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn key_pins_take_the_printed_or_the_full_fingerprint_and_nothing_else() {
+        let key = |b64: &str| KeyVersionView {
+            version: 3,
+            state: "active".into(),
+            public_key: b64.into(),
+            rotation_required: None,
+            created_at: String::new(),
+            created_by: String::new(),
+            retired_at: None,
+            recipients: Vec::new(),
+        };
+        let ours = key("b3Vycy1rZXk=");
+        let theirs = key("dGhlaXJzLWtleQ==");
+        let full = fingerprint_hex(&ours.public_key);
+        for given in [
+            fingerprint(&ours.public_key),
+            full.clone(),
+            format!("  SHA256:{}  ", full.to_ascii_uppercase()),
+        ] {
+            let pin = KeyPin::parse(&given).expect("a fingerprint");
+            assert!(pin.check(&ours).is_ok(), "{given}");
+            let refused = pin.check(&theirs).expect_err("another key").to_string();
+            assert!(
+                refused.contains("nothing was sealed")
+                    && refused.contains(&fingerprint(&theirs.public_key))
+                    && refused.contains("version 3"),
+                "{refused}"
+            );
+        }
+        for bad in [
+            "",
+            "SHA256:",
+            "SHA256:abc",
+            "SHA256:zzzzzzzzzzzzzzzz",
+            &"a".repeat(65),
+        ] {
+            let e = KeyPin::parse(bad).expect_err(bad).to_string();
+            assert!(e.contains("16 to 64 hex digits"), "{e}");
+        }
+    }
 
     #[test]
     fn values_drop_one_trailing_newline_and_refuse_empty() {
