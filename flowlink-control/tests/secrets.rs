@@ -1667,9 +1667,66 @@ async fn cli_end_to_end(backend: Backend) {
     );
     assert!(!weak.exists(), "no file is left behind");
 
-    // The key, a secret from stdin, its metadata.
+    // The key, a secret from stdin, its metadata. The key goes only to recipients a person
+    // accepted: the device is new, so it is named with its fingerprint and nothing is set up.
     let dev = enroll(&r.server, &r.owner, json!({"env": "prod"})).await;
-    outputs.push(cli.ok(&["key", "init", "--key-file", &kf], None).await);
+    let dev_fp = dev.boxk.public_key().fingerprint();
+    let run = cli
+        .run(&["key", "init", "--key-file", &kf], None, &[])
+        .await;
+    assert!(
+        !run.ok
+            && run.stderr.contains("nothing was wrapped")
+            && run
+                .stderr
+                .contains(&format!("({}): new, key {dev_fp}", dev.recipient())),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        r.status().await["active_version"].is_null(),
+        "nothing set up"
+    );
+    let run = cli
+        .run(
+            &[
+                "key",
+                "init",
+                "--key-file",
+                &kf,
+                "--accept",
+                &format!("{}=SHA256:0000000000000000", dev.recipient()),
+            ],
+            None,
+            &[],
+        )
+        .await;
+    assert!(
+        !run.ok && run.stderr.contains("nothing was wrapped"),
+        "a wrong fingerprint: {}",
+        run.stderr
+    );
+    let out = cli
+        .ok(
+            &[
+                "key",
+                "init",
+                "--key-file",
+                &kf,
+                "--accept",
+                &format!("{}={dev_fp}", dev.recipient()),
+            ],
+            None,
+        )
+        .await;
+    assert!(
+        out.contains(&format!(
+            "({}, key {dev_fp}) — new, accepted and pinned",
+            dev.id
+        )),
+        "{out}"
+    );
+    outputs.push(out);
     let status = r.status().await;
     assert_eq!(status["active_version"], 1);
     assert_eq!(
@@ -1735,10 +1792,64 @@ async fn cli_end_to_end(backend: Backend) {
         "{out}"
     );
     outputs.push(out);
-    let out = cli.ok(&["key", "grant", "--key-file", &kf], None).await;
-    assert!(out.contains(&dev2.id), "{out}");
+    let run = cli
+        .run(&["key", "grant", "--key-file", &kf], None, &[])
+        .await;
+    assert!(
+        !run.ok && run.stderr.contains(&dev2.id) && run.stderr.contains("new"),
+        "{}",
+        run.stderr
+    );
+    let out = cli
+        .ok(&["key", "grant", "--key-file", &kf, "--accept-new"], None)
+        .await;
+    assert!(
+        out.contains(&dev2.id) && out.contains("new, accepted and pinned"),
+        "{out}"
+    );
     outputs.push(out);
     assert_eq!(r.status().await["lacking"], json!([]));
+
+    // A control plane that swaps a pinned device's key for one of its own gets nothing at the
+    // next rotation: the change is named, and `--accept-new` does not cover it.
+    let real_key: Vec<u8> = sqlx::query_scalar("SELECT box_key FROM devices WHERE id = $1")
+        .bind(&dev2.id)
+        .fetch_one(r.server.store.pool())
+        .await
+        .expect("box key");
+    let planted = OrgSecretKey::generate().public_key();
+    sqlx::query("UPDATE devices SET box_key = $1 WHERE id = $2")
+        .bind(planted.0.to_vec())
+        .bind(&dev2.id)
+        .execute(r.server.store.pool())
+        .await
+        .expect("plant a key");
+    let run = cli
+        .run(
+            &["key", "rotate", "--key-file", &kf, "--accept-new"],
+            None,
+            &[],
+        )
+        .await;
+    assert!(
+        !run.ok
+            && run.stderr.contains("key CHANGED")
+            && run.stderr.contains(&planted.fingerprint())
+            && run.stderr.contains(&dev2.id),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(
+        r.status().await["active_version"],
+        1,
+        "no rotation happened"
+    );
+    sqlx::query("UPDATE devices SET box_key = $1 WHERE id = $2")
+        .bind(real_key)
+        .bind(&dev2.id)
+        .execute(r.server.store.pool())
+        .await
+        .expect("restore the key");
 
     // A wrong passphrase is told as such, and changes nothing.
     let run = cli

@@ -159,6 +159,10 @@ async fn the_pages_show_metadata_never_a_value(backend: Backend) {
         "{html}"
     );
     assert!(html.contains("--org acme key init --key-file custodian.key"));
+    assert!(
+        html.contains("id=\"accept-hint\"") && html.contains("<code>flowlink-proxy status</code>"),
+        "how devices are accepted: {html}"
+    );
     assert!(!html.contains("id=\"seal-form\""));
     assert!(html.contains("No secrets yet."));
 

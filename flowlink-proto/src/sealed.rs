@@ -179,6 +179,24 @@ impl BoxPublicKey {
     pub fn to_base64(&self) -> String {
         STANDARD.encode(self.0)
     }
+
+    /// The key's full fingerprint, as [`key_fingerprint_hex`] gives it.
+    pub fn fingerprint_hex(&self) -> String {
+        key_fingerprint_hex(&self.to_base64())
+    }
+
+    /// The short fingerprint people compare: `SHA256:` and the first 16 hex digits.
+    pub fn fingerprint(&self) -> String {
+        format!("SHA256:{}", &self.fingerprint_hex()[..16])
+    }
+}
+
+/// The fingerprint of a public key given as base64 (as the control plane serves keys): the
+/// lowercase hex SHA-256 of that text, trimmed. One definition for every program that shows or
+/// pins keys (the control plane's CLI, `flowlink-proxy status`), so people compare like with
+/// like.
+pub fn key_fingerprint_hex(public_key_b64: &str) -> String {
+    crate::bundle::sha256_hex(public_key_b64.trim().as_bytes())
 }
 
 /// What a ciphertext is for; bound into HPKE `info` and the AEAD's associated data, so a

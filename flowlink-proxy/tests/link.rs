@@ -60,6 +60,8 @@ struct FakeState {
     url: String,
     org_key: SigningKey,
     device_key: Mutex<Option<VerifyingKey>>,
+    /// The X25519 key (base64) the last enrolment registered.
+    box_key: Mutex<Option<String>>,
     enrollments: AtomicUsize,
     bundle: Mutex<Option<SignedBundle>>,
     issued: AtomicI64,
@@ -134,6 +136,7 @@ impl Fake {
                 |p| p.state.org_key.clone(),
             ),
             device_key: Mutex::new(previous.and_then(|p| *p.state.device_key.lock().unwrap())),
+            box_key: Mutex::new(None),
             enrollments: AtomicUsize::new(0),
             bundle: Mutex::new(None),
             issued: AtomicI64::new(1_767_225_600_000_000),
@@ -306,6 +309,7 @@ async fn enroll(State(st): State<Arc<FakeState>>, Json(req): Json<EnrollRequest>
         Some(32)
     );
     *st.device_key.lock().unwrap() = Some(key);
+    *st.box_key.lock().unwrap() = Some(req.box_key.clone());
     st.enrollments.fetch_add(1, Ordering::SeqCst);
     let mut labels = req.labels.clone();
     labels.insert("team".into(), "platform".into());
@@ -606,8 +610,17 @@ fn enrol_stores_an_encrypted_credential_and_status_shows_it() {
     assert_eq!(s["org"]["slug"], "acme");
     assert_eq!(s["server"], fake.url());
     assert!(s["policies"].as_array().is_some_and(Vec::is_empty));
+    // The device key's fingerprint, as a custodian's CLI computes it from the key the control
+    // plane was given: what the custodian compares before wrapping the org key to it.
+    let registered = fake.state.box_key.lock().unwrap().clone().expect("box key");
+    let fp = format!(
+        "SHA256:{}",
+        flowlink_proto::sealed::key_fingerprint_hex(&registered)
+    );
+    assert_eq!(s["device"]["box_key_fingerprint"], fp.as_str(), "{s}");
     let (ok, text, _) = run(&["status", "--data-dir", &d], NO_KEYRING);
     assert!(ok);
+    assert!(text.contains(&format!("device key:   {fp}")), "{text}");
     assert!(text.contains("organisation: acme (org-1)"), "{text}");
     assert!(text.contains("no proxy is running"), "{text}");
 

@@ -274,6 +274,18 @@ fn agent_run(device: &Device) -> AgentRun {
     }
 }
 
+/// `--accept device:<id>=<fingerprint>` from what `flowlink-proxy status` shows on the device:
+/// the check a custodian makes before the org key is wrapped to it.
+fn accept_by_status(device: &Device) -> String {
+    let status = device.status();
+    let id = status["device"]["id"].as_str().expect("device id");
+    let fp = status["device"]["box_key_fingerprint"]
+        .as_str()
+        .unwrap_or_else(|| panic!("the device key's fingerprint in {status}"));
+    assert!(fp.starts_with("SHA256:") && fp.len() == 7 + 64, "{fp}");
+    format!("device:{id}={fp}")
+}
+
 fn scenario(database_url: &str, dir: &Path, scan: impl Fn(&str)) {
     let control = Control::start(database_url, dir);
     let (enroll, token) = setup(&control);
@@ -288,10 +300,18 @@ fn scenario(database_url: &str, dir: &Path, scan: impl Fn(&str)) {
         &["custodian", "init", "--key-file", &key_arg],
         None,
     );
+    // The custodian accepts the device by the key fingerprint its proxy shows.
     cli(
         &control,
         &token,
-        &["key", "init", "--key-file", &key_arg],
+        &[
+            "key",
+            "init",
+            "--key-file",
+            &key_arg,
+            "--accept",
+            &accept_by_status(&device_a),
+        ],
         None,
     );
     let value = secret_value("one");
@@ -417,7 +437,16 @@ fn rotation_with_two_devices_one_revoked_half_way() {
     cli(
         &control,
         &token,
-        &["key", "init", "--key-file", &key_arg],
+        &[
+            "key",
+            "init",
+            "--key-file",
+            &key_arg,
+            "--accept",
+            &accept_by_status(&device_a),
+            "--accept",
+            &accept_by_status(&device_b),
+        ],
         None,
     );
     let value = secret_value("rot");

@@ -4,4 +4,5 @@
 //! printed or logged; only sealed boxes and public keys reach the server.
 
 pub mod keyfile;
+pub mod recipients;
 pub mod secrets;

@@ -22,10 +22,10 @@ use flowlink_proto::sealed::{
 };
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
-use sha2::{Digest, Sha256};
 use zeroize::Zeroizing;
 
 use super::keyfile::{self, CustodianKey, KeyFileError};
+use super::recipients::{Acceptance, KnownRecipients, Standing};
 use crate::api::secrets::{
     CustodianList, CustodianView, KeyStatusView, KeyVersionView, RecipientView, SealedSecrets,
     SecretPage, SecretView, VerificationStarted, VerificationView,
@@ -79,6 +79,20 @@ pub struct KeyFileArgs {
     /// Read the passphrase from the first line of this file (else FLOWLINK_CUSTODIAN_PASSPHRASE).
     #[arg(long)]
     pub passphrase_file: Option<PathBuf>,
+}
+
+/// Which recipients of the organisation key to trust beyond those pinned beside the key file.
+#[derive(Args, Debug, Clone, Default)]
+pub struct TrustArgs {
+    /// Accept a recipient that is new or whose key changed, by its key's fingerprint
+    /// (repeatable), e.g. `device:<id>=SHA256:…` as `flowlink-proxy status` shows it on that
+    /// device.
+    #[arg(long = "accept", value_name = "RECIPIENT=FINGERPRINT")]
+    pub accept: Vec<String>,
+    /// Accept every recipient seen for the first time without checking its fingerprint (trust
+    /// on first use). A changed key still needs `--accept`.
+    #[arg(long)]
+    pub accept_new: bool,
 }
 
 /// `secrets …` commands.
@@ -157,12 +171,28 @@ pub enum CustodianCommand {
 #[derive(Subcommand, Debug)]
 pub enum KeyCommand {
     /// Set up the organisation's key (version 1), wrapped to you and every active device and
-    /// custodian.
-    Init(KeyFileArgs),
+    /// custodian. Recipients not pinned beside the key file (or whose key
+    /// changed) must be accepted.
+    Init {
+        /// Key file and passphrase.
+        #[command(flatten)]
+        file: KeyFileArgs,
+        /// Recipients to accept.
+        #[command(flatten)]
+        trust: TrustArgs,
+    },
     /// Versions, rotation required, and who lacks the active key.
     Status,
-    /// Wrap the active key to every active device and custodian lacking it.
-    Grant(KeyFileArgs),
+    /// Wrap the active key to every active device and custodian lacking it. Recipients not pinned beside the key file (or whose key
+    /// changed) must be accepted.
+    Grant {
+        /// Key file and passphrase.
+        #[command(flatten)]
+        file: KeyFileArgs,
+        /// Recipients to accept.
+        #[command(flatten)]
+        trust: TrustArgs,
+    },
     /// Challenge every connected device to prove it holds the active key.
     Verify {
         /// Wait up to this many seconds for the answers.
@@ -170,8 +200,16 @@ pub enum KeyCommand {
         wait: u64,
     },
     /// Make a new key, re-seal every secret to it and wrap it to every active device and
-    /// custodian, in one request.
-    Rotate(KeyFileArgs),
+    /// custodian, in one request. Recipients not pinned beside the key file (or whose key
+    /// changed) must be accepted.
+    Rotate {
+        /// Key file and passphrase.
+        #[command(flatten)]
+        file: KeyFileArgs,
+        /// Recipients to accept.
+        #[command(flatten)]
+        trust: TrustArgs,
+    },
 }
 
 /// Why a command failed; the message says what to do.
@@ -426,9 +464,9 @@ fn parse_labels(labels: &[String]) -> Result<BTreeMap<String, String>, CliError>
     Ok(out)
 }
 
-/// The SHA-256 of a public key's base64 text, in hex (the full fingerprint).
+/// A public key's full fingerprint (hex).
 fn fingerprint_hex(public_key_b64: &str) -> String {
-    crate::auth::secret::hex(&Sha256::digest(public_key_b64.as_bytes()))
+    flowlink_proto::sealed::key_fingerprint_hex(public_key_b64)
 }
 
 /// A short fingerprint of a public key, for people comparing keys.
@@ -557,6 +595,23 @@ fn wrap_to(
 fn print_json(out: &mut dyn Write, v: &impl serde::Serialize) -> Result<(), CliError> {
     let text = serde_json::to_string_pretty(v).map_err(|e| usage(e.to_string()))?;
     writeln!(out, "{text}")?;
+    Ok(())
+}
+
+/// The recipients a command wrapped to, each marked when a person accepted it just now.
+fn list_wrapped(
+    out: &mut dyn Write,
+    wrapped: &[RecipientView],
+    standings: &[Standing],
+) -> Result<(), CliError> {
+    for (r, standing) in wrapped.iter().zip(standings) {
+        let note = match standing {
+            Standing::Known => "",
+            Standing::AcceptedNew => " — new, accepted and pinned",
+            Standing::AcceptedChange => " — key changed, accepted and pinned",
+        };
+        writeln!(out, "  {}{note}", describe(r))?;
+    }
     Ok(())
 }
 
@@ -808,10 +863,13 @@ async fn custodian(
             }
             writeln!(
                 out,
-                "custodian {} ({}) registered; its private key is in {}, encrypted with your passphrase.\nKeep the file and the passphrase: without both this custodian cannot open the organisation's key.",
+                "custodian {} ({}) registered with key {}; its private key is in {}, encrypted with your passphrase.\nKeep the file and the passphrase: without both this custodian cannot open the organisation's key.\nOther custodians accept you by that fingerprint: --accept custodian:{}={}",
                 created.id,
                 created.name,
-                file.key_file.display()
+                fingerprint(&created.public_key),
+                file.key_file.display(),
+                created.id,
+                fingerprint(&created.public_key),
             )?;
             Ok(())
         }
@@ -951,7 +1009,8 @@ async fn key(
             }
             Ok(())
         }
-        KeyCommand::Init(file) => {
+        KeyCommand::Init { file, trust } => {
+            let accept = Acceptance::parse(&trust.accept, trust.accept_new)?;
             let custodian = open_key_file(&file)?;
             let status: KeyStatusView = api.get("/key").await?;
             if let Some(v) = status.active_version {
@@ -972,11 +1031,14 @@ async fn key(
                     custodian.custodian_id
                 )));
             }
+            let mut known = KnownRecipients::load(&file.key_file, &status.org_id)?;
+            let standings = known.vet(&status.recipients, &accept, &custodian)?;
             let org_key = OrgSecretKey::generate();
             let wraps = wrap_to(&status.org_id, 1, &org_key, &status.recipients)?;
             let body = json!({"public_key": org_key.public_key().to_base64(),
                               "previous_version": null, "wraps": wraps, "secrets": []});
             let after: KeyStatusView = api.post("/key", &body).await?;
+            known.pin_and_save(&status.recipients)?;
             if json_out {
                 return print_json(out, &after);
             }
@@ -985,12 +1047,10 @@ async fn key(
                 "secrets key version 1 set up (key {}), wrapped to:",
                 fingerprint(&org_key.public_key().to_base64())
             )?;
-            for r in &status.recipients {
-                writeln!(out, "  {}", describe(r))?;
-            }
-            Ok(())
+            list_wrapped(out, &status.recipients, &standings)
         }
-        KeyCommand::Grant(file) => {
+        KeyCommand::Grant { file, trust } => {
+            let accept = Acceptance::parse(&trust.accept, trust.accept_new)?;
             let custodian = open_key_file(&file)?;
             let status: KeyStatusView = api.get("/key").await?;
             let version = active(&status)?;
@@ -1005,6 +1065,8 @@ async fn key(
                 )?;
                 return Ok(());
             }
+            let mut known = KnownRecipients::load(&file.key_file, &status.org_id)?;
+            let standings = known.vet(&status.lacking, &accept, &custodian)?;
             let org_key = unwrap_org_key(&status, version, &custodian)?;
             let wraps = wrap_to(&status.org_id, version.version, &org_key, &status.lacking)?;
             let after: KeyStatusView = api
@@ -1013,14 +1075,12 @@ async fn key(
                     &json!({"wraps": wraps}),
                 )
                 .await?;
+            known.pin_and_save(&status.lacking)?;
             if json_out {
                 return print_json(out, &after);
             }
             writeln!(out, "granted key version {} to:", version.version)?;
-            for r in &status.lacking {
-                writeln!(out, "  {}", describe(r))?;
-            }
-            Ok(())
+            list_wrapped(out, &status.lacking, &standings)
         }
         KeyCommand::Verify { wait } => {
             let started: VerificationStarted = api.post("/key/verify", &json!({})).await?;
@@ -1064,11 +1124,14 @@ async fn key(
             }
             Ok(())
         }
-        KeyCommand::Rotate(file) => {
+        KeyCommand::Rotate { file, trust } => {
+            let accept = Acceptance::parse(&trust.accept, trust.accept_new)?;
             let custodian = open_key_file(&file)?;
             let status: KeyStatusView = api.get("/key").await?;
             let version = active(&status)?;
             let old_key = unwrap_org_key(&status, version, &custodian)?;
+            let mut known = KnownRecipients::load(&file.key_file, &status.org_id)?;
+            known.vet(&status.recipients, &accept, &custodian)?;
             let sealed: SealedSecrets = api.get("/sealed").await?;
             let new_key = OrgSecretKey::generate();
             let new_pk = new_key.public_key();
@@ -1114,6 +1177,7 @@ async fn key(
                               "previous_version": version.version,
                               "wraps": wraps, "secrets": secrets});
             let after: KeyStatusView = api.post("/key", &body).await?;
+            known.pin_and_save(&status.recipients)?;
             if json_out {
                 return print_json(out, &after);
             }

@@ -216,6 +216,12 @@ impl Credential {
         x25519_dalek::StaticSecret::from(*self.boxing)
     }
 
+    /// The device's X25519 public key, which custodians wrap the org key to.
+    pub fn box_public(&self) -> flowlink_proto::sealed::BoxPublicKey {
+        let public = x25519_dalek::PublicKey::from(&self.box_secret());
+        flowlink_proto::sealed::BoxPublicKey(*public.as_bytes())
+    }
+
     fn to_blob(&self) -> Zeroizing<Vec<u8>> {
         let meta = json!({
             "device_id": self.device_id,

@@ -87,6 +87,9 @@ pub struct Enrolment {
     pub source: CredentialSource,
     /// Whether the encrypted file exists too.
     pub file: bool,
+    /// The fingerprint of the device's X25519 key (`SHA256:` and 64 hex digits): custodians
+    /// compare it with what `flowlink-control secrets key grant` asks them to accept.
+    pub box_key_fingerprint: String,
 }
 
 /// One cached bundle.
@@ -176,6 +179,7 @@ pub fn report(data_dir: &Path) -> Result<StatusReport, LinkError> {
             labels: cred.labels.clone(),
             source,
             file: store.file_exists(),
+            box_key_fingerprint: format!("SHA256:{}", cred.box_public().fingerprint_hex()),
         });
     }
     if data_dir.join(DB_FILE_NAME).exists()
@@ -264,6 +268,7 @@ pub fn render_text(r: &StatusReport) -> String {
             };
             let _ = writeln!(out, "organisation: {org}");
             let _ = writeln!(out, "device:       {} ({})", e.device_id, e.device_name);
+            let _ = writeln!(out, "device key:   {}", e.box_key_fingerprint);
             let _ = writeln!(out, "server:       {}", e.server_url);
             let _ = writeln!(
                 out,
@@ -424,6 +429,7 @@ pub fn render_json(r: &StatusReport) -> Value {
                 CredentialSource::File => "file",
             },
             "credential_file": e.file,
+            "box_key_fingerprint": e.box_key_fingerprint,
         })),
         "server": r.enrolment.as_ref().map(|e| e.server_url.clone()),
         "revoked": r.revoked.as_ref().map(|(reason, at)| json!({"reason": reason, "at_us": at})),
