@@ -1706,8 +1706,8 @@ async fn cli_end_to_end(backend: Backend) {
         "a wrong fingerprint: {}",
         run.stderr
     );
-    let out = cli
-        .ok(
+    let run = cli
+        .run(
             &[
                 "key",
                 "init",
@@ -1715,18 +1715,29 @@ async fn cli_end_to_end(backend: Backend) {
                 &kf,
                 "--accept",
                 &format!("{}={dev_fp}", dev.recipient()),
+                "--accept",
+                "device:no-such-device=SHA256:0123456789abcdef",
             ],
             None,
+            &[],
         )
         .await;
+    assert!(run.ok, "{}", run.stderr);
     assert!(
-        out.contains(&format!(
+        run.stdout.contains(&format!(
             "({}, key {dev_fp}) — new, accepted and pinned",
             dev.id
         )),
-        "{out}"
+        "{}",
+        run.stdout
     );
-    outputs.push(out);
+    assert!(
+        run.stderr
+            .contains("warning: --accept device:no-such-device names no recipient"),
+        "a typo is reported: {}",
+        run.stderr
+    );
+    outputs.push(run.stdout);
     let status = r.status().await;
     assert_eq!(status["active_version"], 1);
     assert_eq!(

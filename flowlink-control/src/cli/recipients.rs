@@ -73,6 +73,16 @@ impl Acceptance {
         })
     }
 
+    /// The `--accept` items naming none of `listed` (a typo, or a recipient this command does
+    /// not wrap to), to warn about: a person must not believe they accepted something.
+    pub fn unused(&self, listed: &[RecipientView]) -> Vec<String> {
+        self.by_recipient
+            .keys()
+            .filter(|r| !listed.iter().any(|l| &l.recipient == *r))
+            .cloned()
+            .collect()
+    }
+
     fn covers(&self, recipient: &str, fingerprint_hex: &str) -> bool {
         self.by_recipient
             .get(recipient)
@@ -380,6 +390,13 @@ mod tests {
             known.vet(&[swapped], &accept, &me).expect("accepted"),
             vec![Standing::AcceptedChange]
         );
+
+        // An --accept that names nobody listed is reported.
+        assert_eq!(
+            accept.unused(std::slice::from_ref(&laptop)),
+            Vec::<String>::new()
+        );
+        assert_eq!(accept.unused(&[]), vec!["device:laptop".to_string()]);
 
         // Another organisation's pins are not used.
         let err = KnownRecipients::load(&key_file, "org-2").expect_err("other org");

@@ -598,6 +598,15 @@ fn print_json(out: &mut dyn Write, v: &impl serde::Serialize) -> Result<(), CliE
     Ok(())
 }
 
+/// Warns (on stderr) about `--accept` items that name no recipient of this command.
+fn warn_unused(accept: &Acceptance, listed: &[RecipientView]) {
+    for r in accept.unused(listed) {
+        eprintln!(
+            "flowlink-control: warning: --accept {r} names no recipient this command wraps to (check the id; it may already hold the key)"
+        );
+    }
+}
+
 /// The recipients a command wrapped to, each marked when a person accepted it just now.
 fn list_wrapped(
     out: &mut dyn Write,
@@ -1032,6 +1041,7 @@ async fn key(
                 )));
             }
             let mut known = KnownRecipients::load(&file.key_file, &status.org_id)?;
+            warn_unused(&accept, &status.recipients);
             let standings = known.vet(&status.recipients, &accept, &custodian)?;
             let org_key = OrgSecretKey::generate();
             let wraps = wrap_to(&status.org_id, 1, &org_key, &status.recipients)?;
@@ -1066,6 +1076,7 @@ async fn key(
                 return Ok(());
             }
             let mut known = KnownRecipients::load(&file.key_file, &status.org_id)?;
+            warn_unused(&accept, &status.lacking);
             let standings = known.vet(&status.lacking, &accept, &custodian)?;
             let org_key = unwrap_org_key(&status, version, &custodian)?;
             let wraps = wrap_to(&status.org_id, version.version, &org_key, &status.lacking)?;
@@ -1131,6 +1142,7 @@ async fn key(
             let version = active(&status)?;
             let old_key = unwrap_org_key(&status, version, &custodian)?;
             let mut known = KnownRecipients::load(&file.key_file, &status.org_id)?;
+            warn_unused(&accept, &status.recipients);
             known.vet(&status.recipients, &accept, &custodian)?;
             let sealed: SealedSecrets = api.get("/sealed").await?;
             let new_key = OrgSecretKey::generate();
