@@ -202,6 +202,59 @@ impl Browser {
             .map(|id| Element { id: id.to_owned() })
     }
 
+    /// Reads `what` (`text`, `attribute/<name>`, …) of the element matching `css` now; `None`
+    /// when there is none, or when the page changed between finding it and reading it (a stale
+    /// element: the page or that part of it is being replaced, so the caller asks again).
+    fn try_read(&self, css: &str, what: &str) -> Option<Value> {
+        let e = self.try_find(css)?;
+        let url = format!(
+            "{}/session/{}/element/{}/{what}",
+            self.base, self.session, e.id
+        );
+        let response = self
+            .http
+            .get(&url)
+            .send()
+            .unwrap_or_else(|err| panic!("WebDriver GET {what} of `{css}`: {err}"));
+        let status = response.status();
+        let v: Value = response
+            .json()
+            .unwrap_or_else(|err| panic!("WebDriver GET {what} of `{css}`: not JSON: {err}"));
+        if status.is_success() {
+            return Some(v["value"].clone());
+        }
+        match v["value"]["error"].as_str() {
+            Some("stale element reference" | "no such element") => None,
+            _ => panic!(
+                "WebDriver GET {what} of `{css}` failed ({status}): {}",
+                v["value"]
+            ),
+        }
+    }
+
+    /// [`Browser::try_read`], waiting (up to the usual wait) for an element to read.
+    fn read(&self, css: &str, what: &str) -> Value {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            if let Some(v) = self.try_read(css, what) {
+                return v;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no element `{css}` to read on {}; the page says:\n{}",
+                self.url(),
+                self.try_text("body").unwrap_or_default()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// The visible text of the element matching `css` now (see [`Browser::try_read`]).
+    pub fn try_text(&self, css: &str) -> Option<String> {
+        self.try_read(css, "text")
+            .map(|v| v.as_str().unwrap_or_default().to_owned())
+    }
+
     /// The first element matching `css`, waiting for it.
     pub fn find(&self, css: &str) -> Element {
         let deadline = Instant::now() + WAIT;
@@ -213,9 +266,7 @@ impl Browser {
                 Instant::now() < deadline,
                 "no element `{css}` on {}; the page says:\n{}",
                 self.url(),
-                self.try_find("body")
-                    .map(|b| self.element_text(&b))
-                    .unwrap_or_default()
+                self.try_text("body").unwrap_or_default()
             );
             std::thread::sleep(Duration::from_millis(100));
         }
@@ -285,34 +336,19 @@ impl Browser {
         );
     }
 
-    /// The visible text of the element matching `css`.
+    /// The visible text of the element matching `css`, waiting for one.
     pub fn text(&self, css: &str) -> String {
-        let e = self.find(css);
-        self.element_text(&e)
+        self.read(css, "text")
+            .as_str()
+            .unwrap_or_default()
+            .to_owned()
     }
 
-    /// The visible text of `element`.
-    pub fn element_text(&self, element: &Element) -> String {
-        self.call(
-            reqwest::Method::GET,
-            &format!("/element/{}/text", element.id),
-            None,
-        )
-        .as_str()
-        .unwrap_or_default()
-        .to_owned()
-    }
-
-    /// Attribute `name` of the element matching `css`.
+    /// Attribute `name` of the element matching `css`, waiting for one.
     pub fn attribute(&self, css: &str, name: &str) -> Option<String> {
-        let e = self.find(css);
-        self.call(
-            reqwest::Method::GET,
-            &format!("/element/{}/attribute/{name}", e.id),
-            None,
-        )
-        .as_str()
-        .map(str::to_owned)
+        self.read(css, &format!("attribute/{name}"))
+            .as_str()
+            .map(str::to_owned)
     }
 
     /// The value of cookie `name` in the browser.

@@ -170,8 +170,7 @@ fn an_approver_watches_a_real_call_arrive_and_approves_it_in_the_browser() {
     browser.wait_path(&format!("/ui/orgs/acme/approvals/{id}"));
     wait_until("the viewer's page to learn of the denial", LIVE, || {
         viewer
-            .try_find("#decided-meanwhile")
-            .map(|e| viewer.element_text(&e))
+            .try_text("#decided-meanwhile")
             .filter(|t| t.contains("denied meanwhile"))
     });
     viewer.screenshot("viewer-decided-meanwhile");

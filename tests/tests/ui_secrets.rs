@@ -260,11 +260,7 @@ fn a_value_typed_in_the_browser_is_sealed_there_and_opens_only_with_the_org_key(
     // Enter key is U+E007).
     browser.fill("#secret-value", &format!("{rotated}\u{E007}"));
     wait_until("version 2", Duration::from_secs(20), || {
-        (browser
-            .try_find("#secret-version")
-            .map(|e| browser.element_text(&e))
-            == Some("2".to_owned()))
-        .then_some(())
+        (browser.try_text("#secret-version").as_deref() == Some("2")).then_some(())
     });
     assert_eq!(
         stored_value(&owner, &org, &org_id, "E2E_BROWSER_TOKEN"),
