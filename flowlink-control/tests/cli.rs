@@ -203,13 +203,17 @@ impl Served {
     /// Waits for the process to end, at most the drain plus a generous margin.
     async fn exit(&mut self) -> ExitStatus {
         let bound = DRAIN + Duration::from_secs(30);
-        match tokio::time::timeout(bound, self.child.wait()).await {
+        let status = match tokio::time::timeout(bound, self.child.wait()).await {
             Ok(st) => st.expect("wait"),
             Err(_) => panic!(
                 "flowlink-control did not exit within {bound:?} of SIGTERM; stderr:\n{}",
                 self.stderr()
             ),
-        }
+        };
+        // Every line it wrote is kept once the reader saw the pipe close (its channel ends).
+        let _ =
+            tokio::time::timeout(SOON, async { while self.seen.recv().await.is_some() {} }).await;
+        status
     }
 
     /// SIGTERM and a clean exit.

@@ -228,7 +228,7 @@ fn the_policy_file_is_reloaded_and_a_broken_edit_keeps_the_last_good_one() {
     )
     .unwrap();
     p.wait_stderr("rejected");
-    assert!(p.stderr().contains("line 4, column 10"), "{}", p.stderr());
+    p.wait_stderr("line 4, column 10");
     let r = p.call(json!(3), "echo", json!({"text":"c"}));
     assert_eq!(
         text_of(&r),
@@ -298,7 +298,7 @@ fn a_full_disk_fails_closed() {
             .as_str()
             .is_some_and(|t| t.starts_with(&marker))
     }));
-    assert!(p.stderr().contains("audit store failed"), "{}", p.stderr());
+    p.wait_stderr("audit store failed");
     p.close_stdin();
     p.wait();
 }

@@ -65,7 +65,7 @@ fn a_changed_tool_is_quarantined_until_its_pin_is_accepted() {
         text_of(&r).contains("pins accept --service scripted --tool echo"),
         "{r}"
     );
-    assert!(p.stderr().contains("quarantined"));
+    p.wait_stderr("quarantined");
 
     let out = Command::new(env!("CARGO_BIN_EXE_flowlink-proxy"))
         .args(["pins", "list", "--data-dir"])
@@ -124,7 +124,7 @@ fn secrets_in_results_are_redacted_before_the_agent_sees_them() {
     assert!(!text.contains("Z7QXW3J5K2M4N6PQ"), "{text}");
     assert!(!text.contains("a1B2c3D4e5F6g7H8"), "{text}");
     assert!(text.contains("region=eu-west-1"), "the rest stays: {text}");
-    assert!(p.stderr().contains("redacted"));
+    p.wait_stderr("redacted");
     p.close_stdin();
     p.wait();
 }

@@ -58,11 +58,11 @@ fn garbage_and_stray_responses_from_the_server_never_reach_the_client() {
     // Everything the proxy wrote parsed as JSON (the harness panics otherwise); the stray
     // response is not among it.
     assert!(p.quiet_for(Duration::from_millis(300)).is_none());
+    p.close_stdin();
+    assert_eq!(p.wait(), 0);
     let err = p.stderr();
     assert!(err.contains("not JSON-RPC"), "{err}");
     assert!(err.contains("unknown or already answered"), "{err}");
-    p.close_stdin();
-    assert_eq!(p.wait(), 0);
 }
 
 #[test]

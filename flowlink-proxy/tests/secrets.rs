@@ -559,6 +559,8 @@ struct Proxy {
     lines: Receiver<String>,
     stdout: Arc<Mutex<Vec<String>>>,
     stderr: Arc<Mutex<Vec<u8>>>,
+    /// One message from each output reader once its pipe closed.
+    readers_done: Receiver<()>,
     pending: Vec<Value>,
 }
 
@@ -587,16 +589,18 @@ impl Proxy {
         let mut child = cmd.spawn().expect("spawn proxy");
         let out = child.stdout.take().expect("stdout");
         let (tx, lines) = channel();
+        let (done_tx, readers_done) = channel();
         let stdout = Arc::new(Mutex::new(Vec::new()));
         let all = Arc::clone(&stdout);
+        let out_done = done_tx.clone();
         std::thread::spawn(move || {
             for line in BufReader::new(out).lines() {
-                let Ok(line) = line else { return };
+                let Ok(line) = line else { break };
                 all.lock().unwrap().push(line.clone());
-                if tx.send(line).is_err() {
-                    return;
-                }
+                // The test may have stopped listening; the line is kept in `all` anyway.
+                let _ = tx.send(line);
             }
+            let _ = out_done.send(());
         });
         let mut err = child.stderr.take().expect("stderr");
         let stderr = Arc::new(Mutex::new(Vec::new()));
@@ -609,6 +613,7 @@ impl Proxy {
                 }
                 buf.lock().unwrap().extend_from_slice(&chunk[..n]);
             }
+            let _ = done_tx.send(());
         });
         let mut p = Proxy {
             stdin: child.stdin.take(),
@@ -616,6 +621,7 @@ impl Proxy {
             lines,
             stdout,
             stderr,
+            readers_done,
             pending: Vec::new(),
         };
         p.request(
@@ -699,7 +705,10 @@ impl Proxy {
             }
             std::thread::sleep(Duration::from_millis(20));
         }
-        std::thread::sleep(Duration::from_millis(100));
+        // Everything written is kept once both pipes closed.
+        for _ in 0..2 {
+            let _ = self.readers_done.recv_timeout(Duration::from_secs(5));
+        }
         let out = self.stdout.lock().unwrap().clone();
         (out, self.stderr())
     }
