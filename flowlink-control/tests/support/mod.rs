@@ -287,6 +287,15 @@ impl TestClient {
         }
     }
 
+    /// The same credentials over new connections (a connection the server closed, e.g. after
+    /// refusing an oversized body, may still sit in this client's pool).
+    pub fn fresh_connection(&self) -> TestClient {
+        TestClient {
+            http: TestClient::new(&self.base).http,
+            ..self.clone()
+        }
+    }
+
     /// The same server with only `token` as credentials.
     pub fn with_token(&self, token: &str) -> TestClient {
         TestClient {
