@@ -1129,15 +1129,10 @@ async fn replicas_on_postgres_reach_each_others_links() {
         2,
         "one listener per replica"
     );
-    let channel: String =
-        sqlx::query_scalar("SELECT 'flowlink_link_' || substr(md5(current_schema()), 1, 16)")
-            .fetch_one(a.store.pool())
-            .await
-            .expect("channel");
     sqlx::query(
         "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE query LIKE $1 AND pid <> pg_backend_pid()",
     )
-    .bind(format!("%{channel}%"))
+    .bind(support::link_listener_pattern(&a.store).await)
     .execute(a.store.pool())
     .await
     .expect("terminate the listeners");

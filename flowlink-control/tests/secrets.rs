@@ -1563,7 +1563,10 @@ impl Cli {
             .kill_on_drop(true);
         let mut child = c.spawn().expect("spawn");
         if let (Some(text), Some(mut pipe)) = (stdin, child.stdin.take()) {
-            pipe.write_all(text.as_bytes()).await.expect("stdin");
+            // A command refused before it reads stdin (bad arguments) closes the pipe first.
+            if let Err(e) = pipe.write_all(text.as_bytes()).await {
+                assert_eq!(e.kind(), std::io::ErrorKind::BrokenPipe, "stdin: {e}");
+            }
             drop(pipe);
         }
         let out = tokio::time::timeout(Duration::from_secs(120), child.wait_with_output())

@@ -185,10 +185,28 @@ impl BoxPublicKey {
         key_fingerprint_hex(&self.to_base64())
     }
 
-    /// The short fingerprint people compare: `SHA256:` and the first 16 hex digits.
+    /// The short fingerprint people compare, as [`key_fingerprint`] gives it.
     pub fn fingerprint(&self) -> String {
-        format!("SHA256:{}", &self.fingerprint_hex()[..16])
+        key_fingerprint(&self.to_base64())
     }
+}
+
+/// The short fingerprint people compare: `SHA256:` and the first 16 hex digits of
+/// [`key_fingerprint_hex`].
+pub fn key_fingerprint(public_key_b64: &str) -> String {
+    format!("SHA256:{}", &key_fingerprint_hex(public_key_b64)[..16])
+}
+
+/// The leading hex digits (lowercase) of a fingerprint a person gives — `SHA256:` (optional)
+/// and 16 to 64 hex digits, short or full — or `None` when it is not one. A key matches it when
+/// its [`key_fingerprint_hex`] starts with them.
+pub fn parse_fingerprint(text: &str) -> Option<String> {
+    let text = text.trim();
+    let hex = text
+        .strip_prefix("SHA256:")
+        .unwrap_or(text)
+        .to_ascii_lowercase();
+    ((16..=64).contains(&hex.len()) && hex.chars().all(|c| c.is_ascii_hexdigit())).then_some(hex)
 }
 
 /// The fingerprint of a public key given as base64 (as the control plane serves keys): the

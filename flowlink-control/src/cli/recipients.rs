@@ -49,20 +49,13 @@ impl Acceptance {
             };
             let (recipient, fp) = item.split_once('=').ok_or_else(bad)?;
             let recipient = recipient.trim();
-            let fp = fp.trim();
-            let hex = fp
-                .strip_prefix("SHA256:")
-                .unwrap_or(fp)
-                .to_ascii_lowercase();
             let kind_ok = recipient
                 .split_once(':')
                 .is_some_and(|(k, id)| (k == "device" || k == "custodian") && !id.is_empty());
-            if !kind_ok
-                || !(16..=64).contains(&hex.len())
-                || !hex.chars().all(|c| c.is_ascii_hexdigit())
-            {
+            let Some(hex) = flowlink_proto::sealed::parse_fingerprint(fp).filter(|_| kind_ok)
+            else {
                 return Err(bad());
-            }
+            };
             if by_recipient.insert(recipient.to_string(), hex).is_some() {
                 return Err(CliError::Usage(format!("--accept names {recipient} twice")));
             }

@@ -471,7 +471,7 @@ fn fingerprint_hex(public_key_b64: &str) -> String {
 
 /// A short fingerprint of a public key, for people comparing keys.
 fn fingerprint(public_key_b64: &str) -> String {
-    format!("SHA256:{}", &fingerprint_hex(public_key_b64)[..16])
+    flowlink_proto::sealed::key_fingerprint(public_key_b64)
 }
 
 /// The organisation key a person pinned with `--org-key-fingerprint`: the leading hex digits
@@ -481,18 +481,14 @@ struct KeyPin(String);
 
 impl KeyPin {
     fn parse(text: &str) -> Result<KeyPin, CliError> {
-        let hex = text.trim();
-        let hex = hex
-            .strip_prefix("SHA256:")
-            .unwrap_or(hex)
-            .to_ascii_lowercase();
-        if !(16..=64).contains(&hex.len()) || !hex.chars().all(|c| c.is_ascii_hexdigit()) {
-            return Err(usage(format!(
-                "--org-key-fingerprint `{}` is not a key fingerprint: give `SHA256:` and 16 to 64 hex digits, as `secrets key status` prints them",
-                text.trim()
-            )));
-        }
-        Ok(KeyPin(hex))
+        flowlink_proto::sealed::parse_fingerprint(text)
+            .map(KeyPin)
+            .ok_or_else(|| {
+                usage(format!(
+                    "--org-key-fingerprint `{}` is not a key fingerprint: give `SHA256:` and 16 to 64 hex digits, as `secrets key status` prints them",
+                    text.trim()
+                ))
+            })
     }
 
     /// Refuses `key` unless it is the pinned one.

@@ -581,9 +581,9 @@ pub async fn org_id(c: &TestClient, slug: &str) -> String {
     org["id"].as_str().expect("org id").to_string()
 }
 
-/// How many connections other than this one listen on the link channel of `store`'s schema
-/// (one per running replica on PostgreSQL).
-pub async fn link_listeners(store: &Store) -> i64 {
+/// A `LIKE` pattern matching the `LISTEN` of other connections on the link channel of
+/// `store`'s schema, in `pg_stat_activity.query`.
+pub async fn link_listener_pattern(store: &Store) -> String {
     let channel: String = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
         "SELECT {}",
         flowlink_control::link::notify::CHANNEL_SQL
@@ -591,10 +591,16 @@ pub async fn link_listeners(store: &Store) -> i64 {
     .fetch_one(store.pool())
     .await
     .expect("channel");
+    format!("%{channel}%")
+}
+
+/// How many connections other than this one listen on the link channel of `store`'s schema
+/// (one per running replica on PostgreSQL).
+pub async fn link_listeners(store: &Store) -> i64 {
     sqlx::query_scalar::<_, i64>(
         "SELECT COUNT(*) FROM pg_stat_activity WHERE query LIKE $1 AND pid <> pg_backend_pid()",
     )
-    .bind(format!("%{channel}%"))
+    .bind(link_listener_pattern(store).await)
     .fetch_one(store.pool())
     .await
     .expect("count the listeners")
